@@ -1,0 +1,184 @@
+"""Ensemble Kalman diffusion guidance (EnKG, Zheng et al.): derivative-free posterior sampling."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from geoinv.samplers._base import STATE_DTYPE, Sampler, karras_sigmas
+
+__all__ = ["EnKG"]
+
+
+@dataclasses.dataclass(frozen=True)
+class EnKG(Sampler):
+    r"""Ensemble Kalman diffusion guidance, as in the authors' code (``devzhk/enkg-pytorch``).
+
+    An ensemble of ``J = n_samples`` particles starts from :math:`N(0, \sigma_{max}^2 I)`
+    and follows the deterministic Euler probability-flow ODE on the Karras schedule
+    (:math:`\sigma_{max} \to \sigma_{min}`, :math:`\rho`, ``N = num_steps``, then 0):
+    :math:`x \leftarrow x + (\sigma_{i+1} - \sigma_i)(x - D(x; \sigma_i))/\sigma_i`.
+    Before the Euler step of every guided step ``i``
+    (``threshold_start * N < i < N - int(threshold_end * N)``) the ensemble is
+    corrected ``num_updates`` times:
+
+    1. each particle's clean estimate :math:`x_0^{(j)}` by an inner Euler ODE from
+       :math:`\sigma_i` to ``sigma_min`` on its own Karras grid with
+       ``n = min(1 + (N - i) // ode_factor, max_ode_steps)`` denoiser calls
+       (``n = 1`` is Tweedie, :math:`D(x; \sigma_i)`);
+    2. the forward model on the whole ensemble in **one** batched call,
+       :math:`y^{(j)} = A(x_0^{(j)})` (no gradients: only ``operator(x)`` is used,
+       under ``torch.no_grad``, so black-box simulators work);
+    3. :math:`e^{(j)} = y^{(j)} - y_{obs}` (half the gradient of the squared misfit;
+       ``misfit_grad`` overrides it), :math:`C_{jk} = \langle e^{(j)}, y^{(k)} - \bar y\rangle / J`;
+    4. :math:`x^{(j)} \leftarrow x^{(j)} - \frac{w_i}{\lVert C\rVert_F} \sum_k C_{jk}(x^{(k)} - \bar x)`,
+       with :math:`w_i` = ``guidance_scale`` (``lr_min_ratio = 0``) or
+       ``guidance_scale * (1 - r) * (N - i) / N + r`` for ``r = lr_min_ratio > 0``
+       (as written in the reference code: ``r`` is not multiplied by the scale).
+
+    The particles keep the noise level :math:`\sigma_i` after the correction.
+
+    Parameters
+    ----------
+    num_steps : int
+        ``N`` (paper: 80).
+    guidance_scale : float
+        ``w`` (paper: 2.0 for Navier-Stokes and FFHQ, 3.5 for black-hole imaging).
+    num_updates : int
+        Corrections per guided step (paper: 2; black hole 1).
+    threshold_start, threshold_end : float
+        Fractions of ``N`` left unguided at the start and the end (paper: 0.05/0.05;
+        black hole 0.1/0.1).
+    lr_min_ratio : float
+        ``r`` (paper: 0; black hole 1e-3).
+    sigma_min, sigma_max, rho : float
+        Karras schedule, data units. The defaults 0.002/80/7 suit data scaled to about
+        unit range.
+    ode_factor : int
+        ``f`` in the inner step count (enkg-pytorch 4; InverseBench 8).
+    max_ode_steps : int
+        Cap on inner steps (20).
+    batch_size : int, optional
+        Chunk size of denoiser calls (the reference uses 64 on GPUs; the result does not
+        depend on it). The forward model always sees the whole ensemble.
+    misfit_grad : callable, optional
+        ``misfit_grad(y_pred (J, ...), y_obs (1, ...)) -> (J, ...)``: half the gradient of
+        a data misfit with respect to the prediction (EnKG's ``0.5 * gradient_m``).
+        Default ``y_pred - y_obs`` (squared misfit).
+
+    Notes
+    -----
+    Work per observation: ``nfe = J * (N + num_updates * sum_i n_i)``,
+    ``forward_rounds = num_updates * (number of guided steps)`` (142 with the defaults),
+    ``n_forward = J * forward_rounds``. The guidance does not use the noise level
+    (``guidance_scale / ||C||_F`` replaces the likelihood weighting), and the
+    ensemble contracts: it is a good point estimator, but its spread is much smaller
+    than the posterior's (spread-skill ratio about 0.1 in independent work), so do not
+    read its ``std`` as a calibrated uncertainty.
+    ``callback`` state keys: ``x`` (J, N, C) at ``sigma``, ``x0`` the denoised ensemble
+    of the Euler step, ``guided`` (bool), ``misfit`` (J,) squared norms of ``e`` (the squared
+    residual norms for the default misfit) at the last correction (``None`` at unguided steps).
+
+    References
+    ----------
+    Zheng, Chu, Wang, Kovachki, Baptista, Yue. *Ensemble Kalman Diffusion Guidance: A
+    Derivative-free Method for Inverse Problems*, arXiv:2409.20175 (TMLR 2025).
+    """
+
+    num_steps: int = 80
+    guidance_scale: float = 2.0
+    num_updates: int = 2
+    threshold_start: float = 0.05
+    threshold_end: float = 0.05
+    lr_min_ratio: float = 0.0
+    sigma_min: float = 0.002
+    sigma_max: float = 80.0
+    rho: float = 7.0
+    ode_factor: int = 4
+    max_ode_steps: int = 20
+    batch_size: int | None = None
+    misfit_grad: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+
+    name = "enkg"
+    min_samples = 2
+
+    def __post_init__(self) -> None:
+        if self.num_steps < 1:
+            raise ValueError(f"num_steps must be >= 1, got {self.num_steps}")
+        if self.num_updates < 0:
+            raise ValueError(f"num_updates must be >= 0, got {self.num_updates}")
+        if not self.guidance_scale >= 0:
+            raise ValueError(f"guidance_scale must be >= 0, got {self.guidance_scale}")
+        if self.ode_factor < 1 or self.max_ode_steps < 1:
+            raise ValueError("ode_factor and max_ode_steps must be >= 1")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1 or None, got {self.batch_size}")
+        karras_sigmas(self.num_steps, self.sigma_min, self.sigma_max, self.rho)
+
+    # -- schedule ------------------------------------------------------------------------------
+    def is_guided(self, i: int) -> bool:
+        """Whether outer step ``i`` gets the ensemble correction."""
+        n = self.num_steps
+        return self.threshold_start * n < i < n - int(self.threshold_end * n)
+
+    def guided_steps(self) -> list[int]:
+        """Indices of the guided outer steps."""
+        return [i for i in range(self.num_steps) if self.is_guided(i)]
+
+    def ode_steps(self, i: int) -> int:
+        """Inner ODE denoiser calls at outer step ``i``."""
+        return min(1 + (self.num_steps - i) // self.ode_factor, self.max_ode_steps)
+
+    def lr(self, i: int) -> float:
+        """Guidance weight ``w_i``."""
+        r = self.lr_min_ratio
+        if r > 0:
+            return self.guidance_scale * (1 - r) * (self.num_steps - i) / self.num_steps + r
+        return self.guidance_scale
+
+    # -- sampling ------------------------------------------------------------------------------
+    def _x0(self, prior, x, sigma, n, work):
+        """Clean estimate by an Euler PF-ODE from ``sigma`` to ``sigma_min`` with ``n`` denoiser calls."""
+        if n == 1:
+            return self._denoise(prior, x, sigma, work, self.batch_size)
+        grid = karras_sigmas(n, min(self.sigma_min, sigma), sigma, self.rho)
+        for s, s_next in zip(grid[:-1], grid[1:]):
+            d = (x - self._denoise(prior, x, s, work, self.batch_size)) / s
+            x = x + (s_next - s) * d
+        return x
+
+    @torch.no_grad()
+    def _sample(self, y, operator, prior, event, n_samples, generator, progress, callback, work):
+        dev = y.device
+        n, j = self.num_steps, n_samples
+        sig = karras_sigmas(n, self.sigma_min, self.sigma_max, self.rho)
+        x = self.sigma_max * self._noise((j, *event), generator, dev)
+        zero = torch.zeros((), dtype=STATE_DTYPE, device=dev)
+        n_guided = 0
+        for i in tqdm(range(n), disable=not progress, leave=False, desc="EnKG"):
+            s, s_next = sig[i], sig[i + 1]
+            guided = self.is_guided(i) and self.num_updates > 0
+            misfit = None
+            if guided:
+                n_guided += 1
+                w, n_ode = self.lr(i), self.ode_steps(i)
+                for _ in range(self.num_updates):
+                    x0 = self._x0(prior, x, s, n_ode, work)
+                    ys = self._forward(operator, x0, y, work).flatten(1)            # (J, M), one batched call
+                    e = (self.misfit_grad(ys.reshape(j, *y.shape[1:]), y).to(STATE_DTYPE).flatten(1)
+                         if self.misfit_grad is not None else ys - y.flatten(1))
+                    dy = ys - ys.mean(0, keepdim=True)
+                    dx = (x - x.mean(0, keepdim=True)).flatten(1)                   # (J, D)
+                    c = (e @ dy.T) / j                                              # (J, J)
+                    cn = torch.linalg.matrix_norm(c)
+                    eta = torch.where(cn > 0, w / cn.clamp_min(1e-300), zero)
+                    x = x - (eta * (c @ dx)).reshape(x.shape)
+                    misfit = (e * e).sum(1)
+            den = self._denoise(prior, x, s, work, self.batch_size)
+            x = x + (s_next - s) * ((x - den) / s)
+            if callback is not None:
+                callback(i, {"x": x, "sigma": s_next, "x0": den, "guided": guided, "misfit": misfit})
+        return x, {"guided_steps": n_guided}

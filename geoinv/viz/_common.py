@@ -1,0 +1,267 @@
+"""Shared helpers of the plotting functions: value coercion, colour scales, atomic PNG writes.
+
+Nothing here imports matplotlib, pyvista or vtk at module level.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from geoinv.errors import ShapeError
+
+__all__ = [
+    "ColourScale",
+    "as_field",
+    "atomic_png",
+    "colour_scales",
+    "data_range",
+    "is_spread_name",
+    "panel_titles",
+]
+
+logger = logging.getLogger("geoinv.viz")
+
+#: Name endings of panels that hold a spread (std, error) rather than a field value.
+SPREAD_SUFFIXES = ("std", "stddev", "error", "err")
+
+
+def is_spread_name(name: str) -> bool:
+    """True when a panel called ``name`` shows a spread or error (``"std"``, ``"abs_error"``, ...).
+
+    Parameters
+    ----------
+    name : str
+        Panel name.
+
+    Returns
+    -------
+    bool
+    """
+    return str(name).strip().lower().endswith(SPREAD_SUFFIXES)
+
+
+def _to_numpy(x: Any) -> np.ndarray:
+    if hasattr(x, "detach"):  # torch tensor, without importing torch here
+        x = x.detach().cpu().numpy()
+    return np.asarray(x, dtype=np.float64)
+
+
+def as_field(x: Any, n: int | None = None, *, name: str = "values", sample: int = 0, channel: int = 0,
+             ndim: int = 1) -> np.ndarray:
+    """One scalar field as a float64 numpy array.
+
+    Parameters
+    ----------
+    x : Tensor, ndarray, array-like or signal container
+        For a container (anything with ``point_values()``) the values of batch item
+        ``sample`` and channel ``channel`` are taken. Leading and trailing axes of
+        length 1 are dropped, so ``(N,)``, ``(N, 1)``, ``(1, N)`` and ``(1, N, 1)`` all work.
+    n : int, optional
+        Expected number of points (checked for ``ndim == 1``).
+    name : str
+        Used in error messages.
+    sample, channel : int
+        Batch item and channel to take from a container.
+    ndim : int
+        1 for point fields, 2 for images ``(H, W)``.
+
+    Returns
+    -------
+    ndarray of float64, shape (N,) or (H, W)
+        A copy; NaN stays NaN, infinities become NaN.
+    """
+    if hasattr(x, "point_values"):
+        if ndim == 2 and getattr(x, "kind", None) == "grid":
+            v = x.values if not x.is_batched else x.values[sample]
+            a = _to_numpy(v)[channel]
+        else:
+            pv = x.point_values()
+            if sample >= pv.shape[0] or channel >= pv.shape[-1]:
+                raise ShapeError(
+                    f"{name}: asked for sample {sample}, channel {channel} of values with shape {tuple(pv.shape)}"
+                )
+            a = _to_numpy(pv[sample, :, channel])
+    else:
+        a = _to_numpy(x)
+    shape0 = a.shape
+    while a.ndim > ndim and a.shape[0] == 1:
+        a = a[0]
+    while a.ndim > ndim and a.shape[-1] == 1:
+        a = a[..., 0]
+    if a.ndim != ndim:
+        want = "(N,)" if ndim == 1 else "(H, W)"
+        raise ShapeError(
+            f"{name} has shape {shape0}; expected one scalar field {want} "
+            "(select a batch item / channel first, e.g. x[0, :, 0])"
+        )
+    if ndim == 1 and n is not None and a.shape[0] != n:
+        raise ShapeError(f"{name} has {a.shape[0]} values but the domain has {n} points")
+    a = np.array(a, dtype=np.float64, copy=True)
+    a[~np.isfinite(a)] = np.nan
+    return a
+
+
+def data_range(arrays: Sequence[np.ndarray]) -> tuple[float, float]:
+    """``(min, max)`` over the finite entries of ``arrays``, widened when degenerate.
+
+    Parameters
+    ----------
+    arrays : sequence of ndarray
+
+    Returns
+    -------
+    (float, float)
+        ``(0, 1)`` when nothing is finite; ``(v - d, v + d)`` with a tiny ``d`` when all
+        finite values equal ``v`` (a constant field then shows the middle colour).
+    """
+    finite = [a[np.isfinite(a)] for a in arrays]
+    finite = [f for f in finite if f.size]
+    if not finite:
+        return 0.0, 1.0
+    lo = float(min(f.min() for f in finite))
+    hi = float(max(f.max() for f in finite))
+    if hi <= lo:
+        d = max(abs(lo), 1.0) * 1e-6
+        return lo - d, hi + d
+    return lo, hi
+
+
+@dataclass
+class ColourScale:
+    """One colour scale shared by one or more panels.
+
+    Attributes
+    ----------
+    names : list of str
+        Panels drawn with this scale, in panel order.
+    clim : (float, float)
+        Colour range.
+    cmap : str or Colormap
+        Colormap.
+    title : str
+        Scalar bar / colour bar title (unique among the scales of one figure).
+    shared : bool
+        True for the shared group.
+    """
+
+    names: list[str]
+    clim: tuple[float, float]
+    cmap: Any
+    title: str
+    shared: bool = False
+
+    @property
+    def bar_panel(self) -> str:
+        """Panel whose viewport carries this scale's bar (the middle one of the group)."""
+        return self.names[(len(self.names) - 1) // 2]
+
+
+def colour_scales(
+    fields: Mapping[str, np.ndarray],
+    shared: Sequence[str] | None,
+    cmap: Any,
+    std_cmap: Any,
+    clim: tuple[float, float] | None = None,
+) -> list[ColourScale]:
+    """Group panels into colour scales.
+
+    Parameters
+    ----------
+    fields : mapping of str to ndarray
+        Panel name to values, in panel order.
+    shared : sequence of str, optional
+        Panels that share one colour range. Default: every panel whose name is not a
+        spread name (see :func:`is_spread_name`).
+    cmap, std_cmap : str or Colormap
+        Colormap of the shared group and of non-shared value panels; colormap of
+        non-shared spread panels.
+    clim : (float, float), optional
+        Fixed range of the shared group instead of its min/max.
+
+    Returns
+    -------
+    list of ColourScale
+        The shared group first (when non-empty), then one scale per remaining panel.
+    """
+    names = list(fields)
+    if shared is None:
+        shared_names = [k for k in names if not is_spread_name(k)]
+    else:
+        shared = [shared] if isinstance(shared, str) else list(shared)
+        unknown = [k for k in shared if k not in fields]
+        if unknown:
+            raise ShapeError(f"shared names {unknown} are not panels (panels: {names})")
+        shared_names = [k for k in names if k in shared]
+    scales: list[ColourScale] = []
+    if shared_names:
+        rng = tuple(float(c) for c in clim) if clim is not None else data_range([fields[k] for k in shared_names])
+        if not rng[1] > rng[0]:
+            raise ShapeError(f"clim must be (low, high) with low < high, got {clim}")
+        title = ", ".join(shared_names) if len(shared_names) > 1 else shared_names[0]
+        if len(title) > 36:
+            title = title[:33] + "..."
+        scales.append(ColourScale(shared_names, rng, cmap, title, shared=True))
+    used = {s.title for s in scales}
+    for k in names:
+        if k in shared_names:
+            continue
+        title = k
+        while title in used:
+            title += " "
+        used.add(title)
+        scales.append(ColourScale([k], data_range([fields[k]]), std_cmap if is_spread_name(k) else cmap, title))
+    return scales
+
+
+def panel_titles(names: Sequence[str], titles: Any) -> list[str | None]:
+    """Titles to draw: ``True`` -> the panel names, ``False``/``None`` -> none, a mapping or sequence -> as given."""
+    if titles is True:
+        return list(names)
+    if not titles:
+        return [None] * len(names)
+    if isinstance(titles, Mapping):
+        return [titles.get(k, k) for k in names]
+    titles = list(titles)
+    if len(titles) != len(names):
+        raise ShapeError(f"{len(titles)} titles given for {len(names)} panels")
+    return titles
+
+
+@contextmanager
+def atomic_png(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary ``.png`` path next to ``path``; move it onto ``path`` on success.
+
+    The temporary file lives in the same directory, so :func:`os.replace` is atomic;
+    it is removed if writing fails.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        Final file. Missing parent directories are created.
+
+    Yields
+    ------
+    Path
+        Where the writer should put the image.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp.png")
+    try:
+        yield tmp
+        if not tmp.is_file():
+            raise OSError(f"the renderer did not write {tmp}")
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    logger.info("wrote %s", path)

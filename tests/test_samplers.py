@@ -1,0 +1,430 @@
+"""Posterior samplers against closed-form Gaussian posteriors, plus their interface contract.
+
+The exactness problem: a ring graph of 32 points, a Gaussian prior with covariance
+``(L + 0.1 I)^{-1}`` (L the ring Laplacian) scaled to unit marginal variance and a
+non-zero mean, half the points observed with noise std 0.2. Its posterior is known
+in closed form (:meth:`GaussianPrior.posterior`). For every sampler the test asserts
+the error of the sample mean in units of the exact posterior std, with a tolerance
+taken from what the method can do (commented at each assertion), and logs the
+calibration numbers (std ratio, spread-skill ratio and 90 % coverage against exact
+posterior draws; run with ``-o log_cli=true --log-cli-level=INFO`` to see them).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from geoinv.errors import NotDifferentiableError, ShapeError
+from geoinv.metrics import interval_coverage, spread_skill_ratio
+from geoinv.operators import FunctionOperator, GaussianNoise, Identity, Mask, Operator
+from geoinv.priors import GaussianPrior
+from geoinv.samplers import DPS, EnKG, MCG, Noise2Score, SampleResult, Tweedie, ancestral_step, karras_sigmas
+
+log = logging.getLogger("geoinv.tests.samplers")
+
+N_RING, NOISE = 32, 0.2
+S = 256  # samples / particles for the exactness tests
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny matrices: one thread is faster and steadier on a shared 2-core machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _ring_prior(n=N_RING, kappa=0.1):
+    eye = torch.eye(n, dtype=torch.float64)
+    lap = 2 * eye - torch.roll(eye, 1, 0) - torch.roll(eye, -1, 0)
+    cov = torch.linalg.inv(lap + kappa * eye)
+    cov = cov / cov[0, 0]  # translation invariant: every marginal variance is 1
+    mean = 0.5 * torch.sin(2 * math.pi * torch.arange(n, dtype=torch.float64) / n).unsqueeze(-1)
+    return GaussianPrior(mean, cov)
+
+
+@dataclasses.dataclass
+class Problem:
+    prior: GaussianPrior
+    mask: torch.Tensor
+    op: Operator
+    x: torch.Tensor
+    y: torch.Tensor
+    mean: torch.Tensor   # exact posterior mean (N, C)
+    std: torch.Tensor    # exact posterior std (N, C)
+    draws: torch.Tensor  # exact posterior draws (K, N, C)
+
+
+@pytest.fixture(scope="module")
+def ring():
+    g = torch.Generator().manual_seed(2024)
+    prior = _ring_prior()
+    mask = torch.zeros(N_RING, dtype=torch.bool)
+    mask[torch.randperm(N_RING, generator=g)[: N_RING // 2]] = True
+    op = GaussianNoise(NOISE) @ Mask(mask)
+    x = prior.sample(1, g)
+    y = op.measure(x, g)
+    mean, std, draws = prior.posterior(y, mask, NOISE, n_samples=200, generator=g)
+    return Problem(prior, mask, op, x, y, mean[0], std[0], draws[0])
+
+
+def _calibration(name: str, r: SampleResult, p: Problem) -> dict:
+    """Mean error in posterior-std units and calibration against exact posterior draws."""
+    err = ((r.mean - p.mean) / p.std).abs()
+    k = p.draws.shape[0]
+    s = r.samples.expand(k, *r.samples.shape)
+    out = {
+        "max_err": float(err.max()),
+        "rms_err": float(err.pow(2).mean().sqrt()),
+        "max_err_obs": float(err[p.mask].max()),
+        "max_err_unobs": float(err[~p.mask].max()),
+        # pooled sample std over exact std (1 = right spread)
+        "std_ratio": float((r.std.pow(2).mean() / p.std.pow(2).mean()).sqrt()) if r.std is not None else float("nan"),
+        # spread over skill with exact posterior draws as truths (1 = calibrated)
+        "ssr": float(spread_skill_ratio(s, p.draws).mean()),
+        # fraction of exact posterior draws inside the central 90 % sample interval (0.9 = calibrated)
+        "cov90": float(interval_coverage(s, p.draws, level=0.9).mean()),
+    }
+    log.info("%-22s max|err|/std %.2f  rms %.2f  (obs %.2f, unobs %.2f)  std ratio %.2f  SSR %.2f  cov90 %.2f  "
+             "nfe %d  n_forward %d  rounds %d  %.2fs", name, out["max_err"], out["rms_err"], out["max_err_obs"],
+             out["max_err_unobs"], out["std_ratio"], out["ssr"], out["cov90"], r.nfe, r.n_forward,
+             r.forward_rounds, r.seconds)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# building blocks
+# ---------------------------------------------------------------------------------------------
+def test_karras_sigmas():
+    s = karras_sigmas(80)
+    assert len(s) == 81 and s[-1] == 0.0
+    assert s[0] == pytest.approx(80.0) and s[-2] == pytest.approx(0.002)
+    assert all(a > b for a, b in zip(s[:-1], s[1:]))
+    assert karras_sigmas(1, 0.1, 5.0) == [5.0, 0.0]
+    with pytest.raises(ValueError):
+        karras_sigmas(0)
+    with pytest.raises(ValueError):
+        karras_sigmas(10, 2.0, 1.0)
+
+
+def test_ancestral_step_is_the_gaussian_bridge():
+    x, x0 = torch.full((1, 1, 1), 3.0, dtype=torch.float64), torch.zeros(1, 1, 1, dtype=torch.float64)
+    z = torch.zeros_like(x)
+    assert torch.equal(ancestral_step(x, x0, 2.0, 0.0, z), x0)
+    # mean r x + (1 - r) x0 with r = (1/2)^2, std sigma' sqrt(1 - r)
+    assert float(ancestral_step(x, x0, 2.0, 1.0, z)) == pytest.approx(0.75)
+    assert float(ancestral_step(x, x0, 2.0, 1.0, z + 1)) == pytest.approx(0.75 + math.sqrt(0.75))
+
+
+def test_dps_without_guidance_samples_the_prior():
+    # step_size 0: the plain ancestral sampler; with the exact denoiser it must reproduce the prior.
+    prior = _ring_prior()
+    op = GaussianNoise(NOISE) @ Mask(torch.ones(N_RING, dtype=torch.bool))
+    y = op.measure(prior.sample(1, torch.Generator().manual_seed(0)))
+    r = DPS(num_steps=300, step_size=0.0)(y, op, prior, n_samples=512, generator=torch.Generator().manual_seed(1))
+    prior_std = prior.variance.sqrt()
+    z = ((r.mean - prior.mean) / prior_std).abs().max()
+    # Monte-Carlo error of a 512-sample mean is 1/sqrt(512) = 0.044 std per point; max over 32 points < 0.2
+    assert z < 0.2
+    std_ratio = (r.std.pow(2).mean() / prior_std.pow(2).mean()).sqrt()
+    assert 0.9 < std_ratio < 1.1  # ancestral discretisation with 300 steps: within 10 %
+
+
+# ---------------------------------------------------------------------------------------------
+# exactness on the Gaussian ring problem
+# ---------------------------------------------------------------------------------------------
+def test_dps_gaussian_posterior(ring):
+    r = DPS(num_steps=300)(ring.y, ring.op, ring.prior, n_samples=S, generator=torch.Generator().manual_seed(0))
+    c = _calibration("DPS (likelihood, 300)", r, ring)
+    # DPS replaces p(y | x_t) by N(y; A D(x_t), s_y^2): it over-weights the data at high noise and
+    # ends close to y at the observed points (like interpolation of the noisy data). Over 6 random
+    # problems: max error 0.9 (worst 1.23), rms 0.37 (worst 0.51) posterior stds.
+    assert c["max_err"] < 2.0
+    assert c["rms_err"] < 0.8
+    assert 0.6 < c["std_ratio"] < 1.3  # measured 0.88: slightly narrow
+    assert (r.nfe, r.n_forward, r.forward_rounds) == (S * 300, S * 300, 300)
+
+
+def test_dps_norm_rule_gaussian_posterior(ring):
+    # The DPS repository's rule: constant zeta on grad ||y - A(x0_hat)|| (inpainting value 0.5).
+    r = DPS(num_steps=1000, step_rule="norm", step_size=0.5)(ring.y, ring.op, ring.prior, n_samples=S,
+                                                                generator=torch.Generator().manual_seed(0))
+    c = _calibration("DPS (norm 0.5, 1000)", r, ring)
+    # 6 random problems: max 0.72 (worst 1.19), rms 0.28 (worst 0.38); not noise-aware, step not transferable
+    assert c["max_err"] < 2.0
+    assert c["rms_err"] < 0.8
+
+
+def test_mcg_gaussian_posterior(ring):
+    r = MCG()(ring.y, ring.op, ring.prior, n_samples=S, generator=torch.Generator().manual_seed(0))
+    c = _calibration("MCG (defaults, 1000)", r, ring)
+    # The projection interpolates the noisy data (no spread at observed points, error there =
+    # |y - exact mean| / std, about 0.7); the constant unit gradient step of the repository
+    # over-corrects the unobserved points on a 32-point problem (its per-point effect shrinks with
+    # dimension). 6 random problems: max 1.95 (worst 3.2), rms 0.69 (worst 0.97).
+    assert c["max_err"] < 4.5
+    assert c["rms_err"] < 1.5
+    obs = ring.mask
+    # observed entries = y + sigma_min * eps (the projection at the last level)
+    assert (r.samples[:, obs] - ring.y[0, obs]).abs().max() < 10 * 0.002
+    assert (r.nfe, r.forward_rounds) == (S * 1000, 1000)
+
+
+def test_enkg_gaussian_posterior(ring):
+    r = EnKG()(ring.y, ring.op, ring.prior, n_samples=S, generator=torch.Generator().manual_seed(0))
+    c = _calibration("EnKG (defaults)", r, ring)
+    # EnKG as published is NOT accurate here, and the tolerance says so. Two mechanisms, both in the
+    # reference code: (1) the inner ODE (<= 20 Euler steps) and the outer 80-step Euler trajectory
+    # disagree, and once the observed outputs have collapsed the ensemble cannot correct it
+    # (observed-point error about 2 std); (2) the gain guidance_scale / ||C||_F explodes as the
+    # observed outputs collapse (||C|| ~ 1e-6) and each update then moves the data-uninformed
+    # (unobserved) directions by about w times their spread: a random walk that ensemble size does
+    # not cure. 6 random problems: max 7.5 (worst 8.5), rms 2.6 (worst 3.0) posterior stds;
+    # spread-skill 0.09 and 90 % coverage 0.05 (badly under-dispersed, as in independent work).
+    assert c["max_err"] < 12.0
+    assert c["rms_err"] < 4.5
+    guided = len(EnKG().guided_steps())
+    assert guided == 71 and r.forward_rounds == 2 * guided and r.n_forward == S * 2 * guided
+
+
+def test_enkg_update_rule_fits_data_with_a_consistent_inner_ode():
+    # With the inner ODE on the outer grid (ode_factor=1, max_ode_steps=N) the predicted x0 is
+    # where the outer trajectory really ends, and the ensemble must fit noise-free-like data
+    # almost exactly; the default inner ODE leaves an RMS misfit of about 0.12 here.
+    prior = _ring_prior()
+    op = GaussianNoise(0.02) @ Mask(torch.ones(N_RING, dtype=torch.bool))
+    y = op.measure(prior.sample(1, torch.Generator().manual_seed(3)), torch.Generator().manual_seed(4))
+    gen = torch.Generator().manual_seed(0)
+    r = EnKG(ode_factor=1, max_ode_steps=80)(y, op, prior, n_samples=64, generator=gen)
+    assert (r.mean - y[0]).abs().max() < 0.01
+    r0 = EnKG()(y, op, prior, n_samples=64, generator=torch.Generator().manual_seed(0))
+    log.info("EnKG denoising misfit: consistent inner ODE %.4f, default %.4f (RMS)",
+             float((r.mean - y[0]).pow(2).mean().sqrt()), float((r0.mean - y[0]).pow(2).mean().sqrt()))
+
+
+def test_tweedie_equals_exact_posterior_mean_for_denoising():
+    prior = _ring_prior()
+    g = torch.Generator().manual_seed(5)
+    op = GaussianNoise(0.3)
+    y = op.measure(prior.sample(1, g), g)
+    exact, _, _ = prior.posterior(y, torch.ones(N_RING, dtype=torch.bool), 0.3)
+    r = Tweedie()(y, op, prior, n_samples=8)
+    assert (r.mean - exact[0]).abs().max() < 1e-10
+    assert r.samples.shape == (1, N_RING, 1) and r.std is None
+    assert (r.nfe, r.n_forward, r.forward_rounds) == (1, 0, 0)
+    assert Noise2Score is Tweedie
+    # also through a composed identity
+    r2 = Tweedie()(y, GaussianNoise(0.3) @ Identity(), prior)
+    assert torch.equal(r2.mean, r.mean)
+
+
+# ---------------------------------------------------------------------------------------------
+# operator requirements
+# ---------------------------------------------------------------------------------------------
+class _NoAutograd(Operator):
+    """A black-box forward model that refuses autograd and records its batch sizes."""
+
+    differentiable = False
+
+    def __init__(self, fn, noise_std=0.0):
+        self.fn, self.noise_std, self.calls = fn, noise_std, []
+
+    def forward(self, x):
+        if torch.is_grad_enabled() or x.requires_grad:
+            raise RuntimeError("this simulator has no autograd")
+        self.calls.append(x.shape[0])
+        return self.fn(x)
+
+
+def _blur(x):
+    return 0.5 * x + 0.25 * (torch.roll(x, 1, 1) + torch.roll(x, -1, 1))
+
+
+def test_dps_and_mcg_refuse_non_differentiable_operators(ring):
+    op = FunctionOperator(_blur, differentiable=False, noise_std=0.1)
+    y = op.measure(ring.x)
+    with pytest.raises(NotDifferentiableError):
+        DPS(num_steps=5)(y, op, ring.prior)
+    with pytest.raises(NotDifferentiableError):
+        DPS(num_steps=5)(y, _NoAutograd(_blur, 0.1), ring.prior)
+    with pytest.raises(TypeError, match="Mask"):
+        MCG(num_steps=5)(y, FunctionOperator(_blur, differentiable=True), ring.prior)
+
+
+def test_mcg_and_tweedie_refuse_other_operators(ring):
+    blur = GaussianNoise(0.1) @ FunctionOperator(_blur, differentiable=True)
+    y = blur.measure(ring.x)
+    with pytest.raises(TypeError):
+        MCG(num_steps=5)(y, blur, ring.prior)
+    with pytest.raises(TypeError):
+        Tweedie()(ring.y, ring.op, ring.prior)
+    with pytest.raises(ValueError, match="noise_std"):
+        Tweedie()(ring.x, Identity(), ring.prior)
+
+
+def test_enkg_black_box_operator_and_work_counts(ring):
+    j, n = 16, 80
+    op = _NoAutograd(_blur, noise_std=0.1)
+    y = op.measure(ring.x, torch.Generator().manual_seed(0))
+    op.calls.clear()
+    r = EnKG()(y, op, ring.prior, n_samples=j, generator=torch.Generator().manual_seed(0))
+    guided = [i for i in range(n) if 0.05 * n < i < n - int(0.05 * n)]
+    assert len(guided) == 71
+    assert op.calls == [j] * (2 * 71)  # one batched call on the whole ensemble per update
+    assert r.forward_rounds == 142 and r.n_forward == 142 * j
+    inner = sum(min(1 + (n - i) // 4, 20) for i in guided)
+    assert r.nfe == j * (n + 2 * inner)
+    assert r.samples.shape == (j, N_RING, 1) and torch.isfinite(r.samples).all()
+    # the library wrapper too (it runs the callable under no_grad)
+    fop = FunctionOperator(_blur, differentiable=False, noise_std=0.1)
+    r2 = EnKG(num_steps=20)(y, fop, ring.prior, n_samples=j, generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(r2.samples).all()
+
+
+def test_dps_likelihood_rule_needs_noise_level(ring):
+    op = Mask(ring.mask)
+    with pytest.raises(ValueError, match="noise_std"):
+        DPS(num_steps=5)(op.measure(ring.x), op, ring.prior)
+    r = DPS(num_steps=5, step_rule="norm")(op.measure(ring.x), op, ring.prior, n_samples=2)
+    assert torch.isfinite(r.samples).all()
+
+
+# ---------------------------------------------------------------------------------------------
+# interface contract
+# ---------------------------------------------------------------------------------------------
+SMALL = {
+    "dps": lambda: DPS(num_steps=12),
+    "mcg": lambda: MCG(num_steps=12),
+    "enkg": lambda: EnKG(num_steps=12),
+}
+
+
+@pytest.mark.parametrize("name", [*SMALL, "tweedie"])
+def test_determinism_and_no_mutation(ring, name):
+    if name == "tweedie":
+        sampler, op = Tweedie(), GaussianNoise(NOISE)
+        y = op.measure(ring.x, torch.Generator().manual_seed(0))
+    else:
+        sampler, op, y = SMALL[name](), ring.op, ring.y
+    y_before = y.clone()
+    a = sampler(y, op, ring.prior, n_samples=6, generator=torch.Generator().manual_seed(7))
+    b = sampler(y, op, ring.prior, n_samples=6, generator=torch.Generator().manual_seed(7))
+    assert torch.equal(a.samples, b.samples)
+    assert torch.equal(y, y_before)
+    assert a.samples.dtype == torch.float64 and a.mean.shape == (N_RING, 1)
+    if name != "tweedie":
+        c = sampler(y, op, ring.prior, n_samples=6, generator=torch.Generator().manual_seed(8))
+        assert not torch.equal(a.samples, c.samples)
+        assert a.std.shape == (N_RING, 1)
+
+
+@pytest.mark.parametrize("name", list(SMALL))
+def test_batch_size_does_not_change_results(ring, name):
+    base = SMALL[name]()
+    chunked = dataclasses.replace(base, batch_size=4)
+    a = base(ring.y, ring.op, ring.prior, n_samples=10, generator=torch.Generator().manual_seed(1))
+    b = chunked(ring.y, ring.op, ring.prior, n_samples=10, generator=torch.Generator().manual_seed(1))
+    assert torch.allclose(a.samples, b.samples, atol=1e-10, rtol=0)
+    assert a.nfe == b.nfe and a.n_forward == b.n_forward
+    if name == "enkg":
+        assert a.forward_rounds == b.forward_rounds  # the forward model always sees the whole ensemble
+    else:
+        assert b.forward_rounds == 3 * a.forward_rounds  # chunks of 4, 4, 2
+
+
+@pytest.mark.parametrize("name", list(SMALL))
+def test_callback_and_progress(ring, name):
+    seen = []
+    SMALL[name]()(ring.y, ring.op, ring.prior, n_samples=3, progress=True,
+                  callback=lambda i, st: seen.append((i, st["sigma"], tuple(st["x"].shape))))
+    assert [s[0] for s in seen] == list(range(12))
+    assert seen[-1][1] == 0.0 and seen[0][2] == (3, N_RING, 1)
+
+
+def test_input_validation(ring):
+    with pytest.raises(ShapeError):
+        DPS(num_steps=3)(ring.y.expand(2, -1, -1), ring.op, ring.prior)
+    with pytest.raises(ValueError):
+        EnKG(num_steps=3)(ring.y, ring.op, ring.prior, n_samples=1)
+    with pytest.raises(ShapeError):
+        MCG(num_steps=3)(ring.y[:, :10], Mask(ring.mask[:10]), ring.prior)
+    with pytest.raises(ValueError):
+        DPS(step_rule="squared")
+    with pytest.raises(ValueError):
+        EnKG(sigma_min=100.0)
+    r = DPS(num_steps=3)(ring.y, ring.op, ring.prior, n_samples=1)
+    assert r.std is None and r.n_samples == 1
+    assert "dps" in repr(r)
+
+
+# ---------------------------------------------------------------------------------------------
+# domains: mesh, sphere, grid (all (B, N, C)); two channels
+# ---------------------------------------------------------------------------------------------
+def _domain(kind):
+    from geoinv.signals import GridSignal, MeshSignal, SphereSignal
+
+    if kind == "mesh":  # octahedron
+        v = torch.tensor([[1., 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1], [0, 0, -1]])
+        f = torch.tensor([[0, 2, 4], [2, 1, 4], [1, 3, 4], [3, 0, 4], [2, 0, 5], [1, 2, 5], [3, 1, 5], [0, 3, 5]])
+        sig = MeshSignal(v, f, torch.zeros(6, 2))
+        pos = v.double()
+    elif kind == "sphere":  # a small lat/lon point set
+        lat, lon = np.meshgrid([-60.0, 0.0, 60.0], [0.0, 90.0, 180.0, 270.0], indexing="ij")
+        sig = SphereSignal(torch.zeros(12, 2), lon=lon.ravel(), lat=lat.ravel(), grid_shape=(3, 4))
+        la, lo = np.radians(lat.ravel()), np.radians(lon.ravel())
+        pos = torch.tensor(np.stack([np.cos(la) * np.cos(lo), np.cos(la) * np.sin(lo), np.sin(la)], 1))
+    else:
+        sig = GridSignal(torch.zeros(2, 3, 4))
+        i, j = np.divmod(np.arange(12), 4)
+        pos = torch.tensor(np.stack([i, j], 1), dtype=torch.float64)
+    n, c = sig.n_points, sig.n_channels
+    k = torch.exp(-torch.cdist(pos, pos) ** 2) + 0.05 * torch.eye(n, dtype=torch.float64)
+    prior = GaussianPrior(torch.zeros(n, c, dtype=torch.float64), torch.kron(k, torch.eye(c, dtype=torch.float64)))
+    return sig, prior
+
+
+@pytest.mark.parametrize("kind", ["mesh", "sphere", "grid"])
+def test_every_sampler_runs_on_every_domain(kind):
+    sig, prior = _domain(kind)
+    n, c = prior.event_shape
+    g = torch.Generator().manual_seed(0)
+    x = prior.sample(1, g)
+    mask = torch.arange(n) % 2 == 0
+    op = GaussianNoise(0.1) @ Mask(mask)
+    y = op.measure(x, g)
+    for sampler in (DPS(num_steps=10), MCG(num_steps=10), EnKG(num_steps=10)):
+        r = sampler(y, op, prior, n_samples=4, generator=g)
+        assert r.samples.shape == (4, n, c) and torch.isfinite(r.samples).all(), sampler.name
+        back = sig.with_point_values(r.mean.to(torch.float32))
+        assert type(back) is type(sig)
+    den = GaussianNoise(0.1)
+    r = Tweedie()(den.measure(x, g), den, prior)
+    assert r.samples.shape == (1, n, c)
+
+
+def test_samplers_run_with_a_learned_float32_prior(ring):
+    # Only the Prior interface is used: an EDM-preconditioned float32 network works as well.
+    edm = pytest.importorskip("geoinv.priors.edm")
+
+    class _Tiny(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(2, 1)
+
+        def forward(self, x, c_noise):
+            return self.lin(torch.cat([x, c_noise.reshape(-1, 1, 1).expand_as(x)], -1))
+
+    prior = edm.EDMDenoiser(_Tiny(), event_shape=(N_RING, 1))
+    g = torch.Generator().manual_seed(0)
+    for sampler in (DPS(num_steps=8), MCG(num_steps=8), EnKG(num_steps=8)):
+        r = sampler(ring.y, ring.op, prior, n_samples=3, generator=g)
+        assert r.samples.dtype == torch.float64 and torch.isfinite(r.samples).all(), sampler.name
+    r = Tweedie()(ring.x, GaussianNoise(0.1), prior)
+    assert r.samples.shape == (1, N_RING, 1)
