@@ -6,6 +6,7 @@ Subcommands import what they need when they run, so ``geoinv --help`` is quick.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import os
@@ -15,6 +16,9 @@ import time
 from pathlib import Path
 
 log = logging.getLogger("geoinv")
+
+#: modules with ``add_parser(subparsers)``; they must import heavy packages only inside their commands
+_EXTENSIONS = ("geoinv.flows._cli", "geoinv.climate._cli", "geoinv.fluids._cli")
 
 
 def _table(rows: list[dict], cols: list[tuple[str, str, str]]) -> str:
@@ -149,6 +153,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--max-steps", type=int, default=None)
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(func=train)
+
+    # workflow subcommands (impute, datasets, train-flow, ...) register themselves
+    for mod in _EXTENSIONS:
+        try:
+            importlib.import_module(mod).add_parser(sub)
+        except ModuleNotFoundError:
+            pass
     return p
 
 

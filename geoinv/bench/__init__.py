@@ -87,26 +87,25 @@ def header(task: str, command: str, info: dict) -> str:
     )
 
 
-def _tasks() -> dict[str, Callable]:
-    from geoinv.bench import _bunny
+#: task name -> private module of geoinv.bench defining ``run(quick, n_test, seed, progress) -> dict``
+TASKS = {
+    "bunny-mnist": "_bunny",
+    "prior": "_prior",
+    "sphere": "_sphere",
+    "climate": "_climate",
+    "navier-stokes": "_navier_stokes",
+}
 
-    tasks = {"bunny-mnist": _bunny.bunny_mnist}
+
+def _task(task: str) -> Callable:
+    import importlib
+
+    if task not in TASKS:
+        raise ValueError(f"unknown benchmark {task!r}; available: {', '.join(TASKS)}")
     try:
-        from geoinv.bench import _prior
-
-        tasks["prior"] = _prior.prior
-    except ImportError:  # pragma: no cover - optional until priors land
-        pass
-    try:
-        from geoinv.bench import _sphere
-
-        tasks["sphere"] = _sphere.sphere
-    except ImportError:  # pragma: no cover
-        pass
-    return tasks
-
-
-TASKS = ("bunny-mnist", "prior", "sphere")
+        return importlib.import_module(f"geoinv.bench.{TASKS[task]}").run
+    except ModuleNotFoundError as exc:
+        raise ValueError(f"benchmark {task!r} is not available in this version ({exc})") from exc
 
 
 def run(task: str, *, out: str | Path = "docs/benchmarks.md", quick: bool = False, n_test: int | None = None,
@@ -115,12 +114,10 @@ def run(task: str, *, out: str | Path = "docs/benchmarks.md", quick: bool = Fals
 
     Returns the raw results dict.
     """
-    tasks = _tasks()
-    if task not in tasks:
-        raise ValueError(f"unknown benchmark {task!r}; available: {', '.join(sorted(tasks))}")
+    fn = _task(task)
     info = machine_info()
     cmd = f"geoinv bench {task}" + (" --quick" if quick else "") + (f" --n {n_test}" if n_test else "")
-    result = tasks[task](quick=quick, n_test=n_test, seed=seed, progress=progress)
+    result = fn(quick=quick, n_test=n_test, seed=seed, progress=progress)
     body = header(task, cmd, info) + "\n" + result["markdown"]
     write_section(out, task, body)
     side = Path(out).with_name(f"bench-{task}.json")

@@ -101,7 +101,7 @@ COLUMNS = [("missing", "missing", ".0%"), ("method", "method", ""), ("psnr", "PS
            ("n_forward", "forward evals / signal", ".0f")]
 
 
-def bunny_mnist(*, quick: bool = False, n_test: int | None = None, seed: int = 0, progress: bool = True) -> dict:
+def run(*, quick: bool = False, n_test: int | None = None, seed: int = 0, progress: bool = True) -> dict:
     """``geoinv bench bunny-mnist``: 30/60/80 % of vertices missing, noise std 0.1."""
     n = n_test or (5 if quick else 20)
     gp = fitted_gaussian()
