@@ -43,6 +43,7 @@ def demo(args: argparse.Namespace) -> int:
 
     from geoinv import datasets, viz
     from geoinv.bench import _bunny
+    from geoinv.bench._common import run_methods
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -54,25 +55,9 @@ def demo(args: argparse.Namespace) -> int:
     methods = [("harmonic", {}), ("gaussian", {"prior": gp})]
     if not args.classical_only:
         methods += [(m, {**o, "prior": "bunny-mnist", **_demo_budget(m)}) for m, o in _bunny.learned_methods()]
-    posts = {}
-    import geoinv
-
-    rows = []
-    x = truth.point_values().double()
-    from geoinv import metrics
-
-    for name, opts in methods:
-        opts = dict(opts)
-        prior = opts.pop("prior", None)
-        t = time.perf_counter()
-        post = geoinv.solve(observed, mask, method=name, prior=prior, noise_std=_bunny.NOISE_STD, seed=args.seed,
-                            progress=not args.no_progress, **opts)
-        secs = time.perf_counter() - t
-        posts[name] = post
-        psnr = metrics.psnr(post.mean.point_values().double(), x, data_range=1.0)
-        rows.append({"method": name, "psnr": psnr.mean().item(), "s_per_signal": secs / args.n,
-                     "nfe": post.stats["nfe"] / args.n, "n_forward": post.stats["n_forward"] / args.n,
-                     "psnr_per_digit": psnr.tolist()})
+    posts: dict = {}
+    rows = run_methods(truth, observed, mask, methods=methods, noise_std=_bunny.NOISE_STD, data_range=1.0,
+                       seed=args.seed, progress=not args.no_progress, posteriors=posts)
     print(_table(rows, [("method", "method", ""), ("psnr", "PSNR [dB]", ".2f"), ("s_per_signal", "s/digit", ".2f"),
                         ("nfe", "NFE/digit", ".0f"), ("n_forward", "forward/digit", ".0f")]))
     center, axes = datasets.bunny_frame(truth.vertices.numpy())

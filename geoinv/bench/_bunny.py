@@ -6,7 +6,8 @@ import functools
 import logging
 import time
 
-import torch
+from geoinv.bench import _common
+from geoinv.bench._common import noisy_observation
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +41,7 @@ def make_case(n: int, missing: float, seed: int = 0, noise_std: float = NOISE_ST
     test = datasets.bunny_mnist("test")
     truth = test.with_point_values(test.point_values()[:n])
     mask = masks.random(truth, missing=missing, seed=seed, n=n)
-    g = torch.Generator().manual_seed(10_000 + seed)
-    x = truth.point_values()
-    noisy = x + noise_std * torch.randn(x.shape, generator=g)
-    noisy = torch.where(mask.unsqueeze(-1), noisy, torch.full_like(noisy, float("nan")))
-    return truth, truth.with_point_values(noisy), mask
+    return truth, noisy_observation(truth, mask, noise_std, seed), mask
 
 
 def learned_methods() -> list[tuple[str, dict]]:
@@ -67,38 +64,7 @@ def learned_methods() -> list[tuple[str, dict]]:
     return out
 
 
-def run_methods(truth, observed, mask, *, methods, seed=0, progress=False):
-    """Solve with each method; one row of metrics per method."""
-    import geoinv
-    from geoinv import metrics
-
-    x = truth.point_values().double()
-    rows = []
-    for name, opts in methods:
-        opts = dict(opts)
-        prior = opts.pop("prior", None)
-        t0 = time.perf_counter()
-        post = geoinv.solve(observed, mask, method=name, prior=prior, noise_std=NOISE_STD, seed=seed,
-                            progress=progress, **opts)
-        secs = time.perf_counter() - t0
-        est = post.mean.point_values().double()
-        psnr = metrics.psnr(est, x, data_range=1.0)
-        n = x.shape[0]
-        s = post.stats
-        rows.append({
-            "method": name, "psnr": psnr.mean().item(), "psnr_sd": psnr.std().item() if n > 1 else 0.0,
-            "mse": metrics.mse(est, x).mean().item(), "s_per_signal": secs / n,
-            "s_per_sample": secs / (n * max(s["n_samples"], 1)), "n_samples": s["n_samples"],
-            "nfe": s["nfe"] / n, "n_forward": s["n_forward"] / n, "n": n,
-        })
-        log.info("%s: %.2f dB (%.2f s/signal)", name, rows[-1]["psnr"], secs / n)
-    return rows
-
-
-COLUMNS = [("missing", "missing", ".0%"), ("method", "method", ""), ("psnr", "PSNR [dB]", ".2f"),
-           ("psnr_sd", "± sd", ".2f"), ("mse", "MSE", ".5f"), ("s_per_signal", "s / signal", ".3f"),
-           ("s_per_sample", "s / sample", ".4f"), ("n_samples", "samples", "d"), ("nfe", "NFE / signal", ".0f"),
-           ("n_forward", "forward evals / signal", ".0f")]
+COLUMNS = [("missing", "missing", ".0%"), *_common.COLUMNS, *_common.PROB_COLUMNS]
 
 
 def run(*, quick: bool = False, n_test: int | None = None, seed: int = 0, progress: bool = True) -> dict:
@@ -110,7 +76,8 @@ def run(*, quick: bool = False, n_test: int | None = None, seed: int = 0, progre
     rows = []
     for missing in LEVELS:
         truth, observed, mask = make_case(n, missing, seed)
-        for r in run_methods(truth, observed, mask, methods=methods, seed=seed, progress=progress):
+        for r in _common.run_methods(truth, observed, mask, methods=methods, noise_std=NOISE_STD, data_range=1.0,
+                                     seed=seed, progress=progress):
             rows.append({"missing": missing, **r})
     from geoinv.bench import markdown_table
 
