@@ -90,3 +90,18 @@ def test_fit_recovers_covariance_and_picks_shrinkage_on_train_only():
         GaussianPrior.fit(torch.zeros(1, D, 1))
     with pytest.raises(ShapeError):
         GaussianPrior(torch.zeros(D, 1), torch.eye(D + 1))
+
+
+def test_posterior_is_stable_for_a_nearly_singular_low_rank_prior():
+    # rank-3 covariance with a floor of 1e-13: the precision form would be hopeless here
+    g = torch.Generator().manual_seed(5)
+    v, _ = torch.linalg.qr(torch.randn(D, 3, generator=g, dtype=torch.float64))
+    prior = GaussianPrior(torch.zeros(D, 1), eigvecs=v, eigvals=torch.tensor([3.0, 2.0, 1.0], dtype=torch.float64), floor=1e-13)
+    cov, mu = prior.covariance(), prior.mean.reshape(-1)
+    m = torch.zeros(D, dtype=torch.bool)
+    m[:10] = True
+    y = prior.sample(1, g) + 0.1 * torch.randn(1, D, 1, generator=g, dtype=torch.float64)
+    pm, pc = brute(cov, mu, y[0, :, 0], m.nonzero()[:, 0], 0.1)
+    mean, std, _ = prior.posterior(y, m, 0.1)
+    assert torch.allclose(mean[0, :, 0], pm, atol=1e-8)
+    assert torch.allclose(std[0, :, 0], pc.diagonal().clamp_min(0).sqrt(), atol=1e-6)

@@ -233,53 +233,60 @@ class GaussianPrior(Prior):
         self.check_x(y)
         b, n, c = y.shape
         masks = mask.expand(b, n) if mask.dim() == 1 else mask
-        jitter = 1e-10 * float(self.eigvals.mean())
-        s2 = max(float(noise_std or 0.0) ** 2, jitter)
+        s2 = max(float(noise_std or 0.0) ** 2, 1e-10 * float(self.eigvals.mean()))
+        mu, var = self.mean.reshape(-1), self.variance.reshape(-1)
         means, stds, samples = [], [], []
         for i in range(b):
-            m = masks[i].unsqueeze(-1).expand(n, c).reshape(-1).double()
-            yi = torch.where(m.bool().reshape(n, c), y[i], torch.zeros((), dtype=torch.float64)).reshape(-1)
-            solve, diag = self._precision_solver(m / s2)
-            prec_mu = self._apply_fn(self.mean.reshape(1, -1), 1 / self.eigvals, 1 / self.floor if self.floor else 0.0)[0]
-            mean = solve((prec_mu + m * yi / s2)[None])[0]
-            means.append(mean.reshape(n, c))
-            stds.append(diag().clamp_min(0).sqrt().reshape(n, c))
-            if n_samples:
+            o = masks[i].cpu().unsqueeze(-1).expand(n, c).reshape(-1).nonzero()[:, 0]
+            gain, reduction = self._kriging(o, s2)
+            yo = y[i].reshape(-1)[o]
+            means.append((mu + gain((yo - mu[o])[None])[0]).reshape(n, c))
+            stds.append((var - reduction()).clamp_min(0).sqrt().reshape(n, c))
+            if n_samples:  # Matheron's rule: prior draw + kriging of its residual
                 xp = self.sample(n_samples, generator).reshape(n_samples, -1)
-                e = math.sqrt(s2) * torch.randn(n_samples, self.dim, generator=generator, dtype=torch.float64)
-                samples.append((xp + solve(m * (yi - xp - e) / s2)).reshape(n_samples, n, c))
+                e = math.sqrt(s2) * torch.randn(n_samples, o.numel(), generator=generator, dtype=torch.float64)
+                samples.append((xp + gain(yo - xp[:, o] - e)).reshape(n_samples, n, c))
         return torch.stack(means), torch.stack(stds), (torch.stack(samples) if n_samples else None)
 
-    def _precision_solver(self, d: torch.Tensor):
-        """Solver for ``P = Sigma^{-1} + diag(d)`` and a function giving ``diag(P^{-1})``."""
-        v, lam = self.eigvecs, self.eigvals
-        if v.shape[1] == self.dim:  # dense: P = Sigma^{-1} + diag(d), Sigma^{-1} formed once
-            if getattr(self, "_prec", None) is None:
-                prec = (v / lam) @ v.T
-                self._prec = 0.5 * (prec + prec.T)
-            chol = torch.linalg.cholesky(self._prec + torch.diag(d))
+    def _kriging(self, o: torch.Tensor, s2: float):
+        """Kriging gain ``u -> Sigma[:, o] K^{-1} u`` with ``K = Sigma[o, o] + s2 I``, and the
+        variance reduction ``diag(Sigma[:, o] K^{-1} Sigma[o, :])``.
 
-            def diag():  # diag(P^{-1}) = column sums of (L^{-1})^2
-                linv = torch.linalg.solve_triangular(chol, torch.eye(self.dim, dtype=torch.float64), upper=False)
-                return (linv**2).sum(0)
+        Works in covariance form, so it stays well conditioned for any ``s2 > 0`` even when
+        ``Sigma`` is (nearly) singular. Full rank: dense ``m x m`` Cholesky. Low rank:
+        Woodbury with an ``r x r`` system, ``O(D r^2)``, never forming a ``D x m`` matrix.
+        """
+        v, lam, delta = self.eigvecs, self.eigvals, self.floor
+        if v.shape[1] == self.dim:
+            if getattr(self, "_cov", None) is None:
+                self._cov = self.covariance()
+            c_o = self._cov[:, o]
+            chol = torch.linalg.cholesky(c_o[o] + s2 * torch.eye(o.numel(), dtype=torch.float64))
+            return (lambda u: (c_o @ torch.cholesky_solve(u.T, chol)).T), \
+                (lambda: (c_o.T * torch.cholesky_solve(c_o.T, chol)).sum(0))
+        lp = (lam - delta).clamp_min(0)
+        dp = delta + s2
+        vo = v[o]
+        g = vo.T @ vo
+        r = lam.numel()
+        # K^{-1} = (I - vo S vo^T) / dp with S = (dp I + diag(lp) g)^{-1} diag(lp)
+        S = torch.linalg.solve(dp * torch.eye(r, dtype=torch.float64) + lp[:, None] * g, torch.diag(lp))
 
-            return (lambda u: torch.cholesky_solve(u.T, chol).T), diag
-        # low rank: P = diag(d0) + V diag(k) V^T, Woodbury with an r x r system
-        d0 = 1 / self.floor + d
-        k = 1 / lam - 1 / self.floor
-        w = v / d0[:, None]
-        t = torch.eye(v.shape[1], dtype=torch.float64) + k[:, None] * (v.T @ w)
-        lu = torch.linalg.lu_factor(t)
+        def gain(u):
+            a = (u - (u @ vo) @ S.T @ vo.T) / dp
+            out = ((a @ vo) * lp) @ v.T
+            out[:, o] += delta * a
+            return out
 
-        def solve(u):
-            a = u / d0
-            return a - (torch.linalg.lu_solve(*lu, (k[:, None] * (v.T @ a.T)))).T @ w.T
+        def reduction():
+            m1 = lp[:, None] * (g - g @ S @ g) * lp[None, :]
+            red = ((v @ m1) * v).sum(1)
+            cross = (vo * lp * (vo - vo @ S.T @ g)).sum(1)
+            own = 1 - ((vo @ S) * vo).sum(1)
+            red[o] += 2 * delta * cross + delta**2 * own
+            return red / dp
 
-        def diag():
-            mk = torch.linalg.lu_solve(*lu, torch.diag(k))
-            return 1 / d0 - ((w @ mk) * w).sum(1)
-
-        return solve, diag
+        return gain, reduction
 
     def __repr__(self) -> str:
         return (f"GaussianPrior(name={self.name!r}, event_shape={self.event_shape}, rank={self.eigvecs.shape[1]}, "
