@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -31,10 +30,9 @@ def _table(rows: list[dict], cols: list[tuple[str, str, str]]) -> str:
 
 
 def _write_json(path: Path, payload: dict) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        json.dump(payload, f, indent=1, default=float)
-    os.replace(tmp, path)
+    from geoinv.io import atomic_write_bytes
+
+    atomic_write_bytes(path, json.dumps(payload, indent=1, default=float).encode())
 
 
 def demo(args: argparse.Namespace) -> int:
@@ -105,6 +103,15 @@ def train(args: argparse.Namespace) -> int:
     return 0
 
 
+def training_arguments(t: argparse.ArgumentParser) -> None:
+    """The options every training command shares (``train``, ``train-flow``)."""
+    t.add_argument("config")
+    t.add_argument("--out", default=None, help="run folder (default: runs/<config name>)")
+    t.add_argument("--no-resume", action="store_true", help="start from scratch even if a checkpoint exists")
+    t.add_argument("--max-steps", type=int, default=None)
+    t.add_argument("--no-progress", action="store_true")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="geoinv", description="Inverse problems on meshes, spheres and grids.")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress details")
@@ -132,11 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a diffusion prior from configs/<name>.yaml",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    t.add_argument("config")
-    t.add_argument("--out", default=None, help="run folder (default: runs/<config name>)")
-    t.add_argument("--no-resume", action="store_true", help="start from scratch even if a checkpoint exists")
-    t.add_argument("--max-steps", type=int, default=None)
-    t.add_argument("--no-progress", action="store_true")
+    training_arguments(t)
     t.set_defaults(func=train)
 
     # workflow subcommands (impute, datasets, train-flow, ...) register themselves

@@ -16,6 +16,8 @@ __all__ = [
     "CheckpointError",
     "DataNotFoundError",
     "NotDifferentiableError",
+    "CoordinateError",
+    "UnitsError",
 ]
 
 
@@ -49,3 +51,11 @@ class DataNotFoundError(GeoinvError, FileNotFoundError):
 
 class NotDifferentiableError(GeoinvError, RuntimeError):
     """A gradient was requested through a forward model declared non-differentiable."""
+
+
+class CoordinateError(ShapeError):
+    """Labelled data lack (or mislabel) the coordinates geoinv needs, e.g. latitude/longitude."""
+
+
+class UnitsError(DomainMismatchError):
+    """Data are in other physical units than the prior (or model) expects."""

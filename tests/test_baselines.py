@@ -1,7 +1,6 @@
 """Harmonic interpolation: exactness on harmonic functions, noise handling, the lambda rule."""
 
 import numpy as np
-import pytest
 import torch
 from scipy.spatial import Delaunay
 

@@ -160,7 +160,6 @@ def test_xarray_errors():
 def test_xarray_healpix_roundtrip():
     import xarray as xr
 
-    nside = 2
     vals = np.arange(48.0)
     da = xr.DataArray(vals, dims="cells", name="t",
                       coords={"cell_ids": ("cells", np.arange(48), {"grid_name": "healpix", "level": 1, "indexing_scheme": "ring"})})

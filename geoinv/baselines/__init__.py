@@ -78,11 +78,10 @@ def harmonic_lambda(L, y: np.ndarray, observed: np.ndarray, noise_std: float) ->
     return float(best_lam)
 
 
-def _solve_one(L, mass, y, m, noise_std, lam):
+def _solve_one(L, y, m, noise_std, lam):
     import scipy.sparse as sp
     import scipy.sparse.linalg as spla
 
-    n = L.shape[0]
     eps = 1e-9 * float(np.abs(L.diagonal()).mean() or 1.0)
     yfill = np.where(m[:, None], y, 0.0)
     ybar = y[m].mean(0)
@@ -119,14 +118,14 @@ def harmonic(signal: Any, mask: torch.Tensor, noise_std: float | None = None, la
     -------
     Tensor, shape (B, N, C), float64
     """
-    L, mass = signal.laplacian()
+    L, _ = signal.laplacian()
     x = signal.point_values().detach().cpu().double().numpy()
     b, n, _ = x.shape
     masks = mask.detach().cpu().numpy()
     masks = np.broadcast_to(masks, (b, n)) if masks.ndim == 1 else masks
     out = np.empty_like(x)
     for i in range(b):
-        out[i], used = _solve_one(L, mass, x[i], masks[i], noise_std, lam)
+        out[i], used = _solve_one(L, x[i], masks[i], noise_std, lam)
         log.debug("harmonic: signal %d lambda=%s", i, used)
     return torch.as_tensor(out)
 

@@ -13,11 +13,12 @@ import logging
 import os
 import platform
 import re
-import tempfile
 from pathlib import Path
 from typing import Callable
 
 import torch
+
+from geoinv.io._files import atomic_write_bytes
 
 __all__ = ["TASKS", "run", "machine_info", "write_section", "markdown_table"]
 
@@ -69,11 +70,7 @@ def write_section(path: str | Path, task: str, body: str) -> None:
     block = f"{start}\n{body.strip()}\n{end}"
     pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
     text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    atomic_write_bytes(path, text.encode())
 
 
 def header(task: str, command: str, info: dict) -> str:
@@ -122,8 +119,5 @@ def run(task: str, *, out: str | Path = "docs/benchmarks.md", quick: bool = Fals
     write_section(out, task, body)
     side = Path(out).with_name(f"bench-{task}.json")
     payload = {"task": task, "command": cmd, "machine": info, "rows": result["rows"]}
-    fd, tmp = tempfile.mkstemp(dir=side.parent, prefix=f".{side.name}.")
-    with os.fdopen(fd, "w") as f:
-        json.dump(payload, f, indent=1, default=float)
-    os.replace(tmp, side)
+    atomic_write_bytes(side, json.dumps(payload, indent=1, default=float).encode())
     return payload

@@ -195,22 +195,26 @@ def _shipped_dir() -> Path:
     return Path(str(resources.files("geoinv") / "checkpoints"))
 
 
-def list_shipped_priors() -> dict[str, str]:
-    """Priors shipped in ``geoinv/checkpoints``: ``{name: domain fingerprint}``."""
+def list_shipped(folder: Path, fmt: str) -> dict[str, str]:
+    """``{name: domain fingerprint}`` of the checkpoints of format ``fmt`` in ``folder``."""
     out = {}
-    d = _shipped_dir()
-    if not d.is_dir():
+    if not folder.is_dir():
         return out
-    for js in sorted(d.glob("*.json")):
+    for js in sorted(folder.glob("*.json")):
         if not js.with_suffix(".safetensors").exists():
             continue
         try:
             meta = json.loads(js.read_text())
         except ValueError:
             continue
-        if meta.get("format") == FORMAT:
+        if meta.get("format") == fmt:
             out[js.stem] = meta.get("fingerprint")
     return out
+
+
+def list_shipped_priors() -> dict[str, str]:
+    """Priors shipped in ``geoinv/checkpoints``: ``{name: domain fingerprint}``."""
+    return list_shipped(_shipped_dir(), FORMAT)
 
 
 def load_shipped_prior(name: str) -> Any:

@@ -6,30 +6,55 @@ import hashlib
 import json
 import os
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
 from geoinv.errors import CheckpointError
 
-__all__ = ["atomic_write_bytes", "atomic_write_json", "write_tensors", "read_tensors", "read_json", "sha256_file"]
+__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_json", "write_tensors", "read_tensors", "read_json", "sha256_file"]
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically: a temporary file in the same folder, fsync, ``os.replace``."""
+@contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
+    """Yield a hidden temporary path next to ``path``; move it onto ``path`` when the block succeeds.
+
+    The temporary file lives in the target folder (same file system), so :func:`os.replace`
+    is atomic: readers see the old file or the complete new one, never a partial one. On an
+    exception the temporary file is removed and ``path`` is untouched. The result gets the
+    usual permissions (``0o666`` minus the umask). Missing parent folders are created.
+
+    Parameters
+    ----------
+    path : path-like
+        Final file.
+    suffix : str
+        Suffix of the temporary name (some writers pick the format from it, e.g. ``".png"``).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}{suffix}")
     try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+        yield tmp
+        if not tmp.exists():
+            raise OSError(f"nothing was written to {tmp}")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (:func:`atomic_path`), fsynced before the rename."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:

@@ -31,6 +31,8 @@ __all__ = [
     "HeatBlur",
     "FunctionOperator",
     "adjointness_error",
+    "NavierStokes2D",
+    "NavierStokesObservation",
 ]
 
 
@@ -302,3 +304,6 @@ def adjointness_error(op: Operator, x_shape: tuple[int, ...], generator: torch.G
     lhs = float((ax * y).sum())
     rhs = float((x * aty).sum())
     return abs(lhs - rhs) / max(float(ax.norm() * y.norm()), 1e-300)
+
+
+from geoinv.operators._navier_stokes import NavierStokes2D, NavierStokesObservation  # noqa: E402

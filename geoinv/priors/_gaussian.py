@@ -6,7 +6,6 @@ import logging
 import math
 from typing import Any
 
-import numpy as np
 import torch
 
 from geoinv.errors import MaskError, NonFiniteError, ShapeError

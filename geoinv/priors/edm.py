@@ -294,8 +294,9 @@ def karras_sigmas(n: int, sigma_min: float = 0.002, sigma_max: float = 80.0, rho
 @torch.no_grad()
 def edm_sample(prior: Prior, n: int, *, steps: int = 32, sigma_min: float | None = None,
                sigma_max: float | None = None, rho: float = 7.0, generator: torch.Generator | None = None,
-               progress: bool = False, batch_size: int | None = None) -> torch.Tensor:
-    """Unconditional samples with the deterministic EDM Heun sampler (Karras et al. 2022, Alg. 1).
+               progress: bool = False, batch_size: int | None = None, churn: float = 0.0,
+               churn_range: tuple[float, float] = (0.0, float("inf")), s_noise: float = 1.0) -> torch.Tensor:
+    """Unconditional samples with the EDM Heun sampler (Karras et al. 2022, Alg. 1; Alg. 2 when ``churn > 0``).
 
     Works for any :class:`Prior` (learned or Gaussian). The state is float64.
 
@@ -312,6 +313,10 @@ def edm_sample(prior: Prior, n: int, *, steps: int = 32, sigma_min: float | None
         Draws the initial noise.
     batch_size : int, optional
         Denoise in chunks of this size (the result does not depend on it).
+    churn : float
+        EDM's ``S_churn``: at every level in ``churn_range`` (data units) the state is first
+        re-noised from ``sigma`` to ``sigma (1 + gamma)``, ``gamma = min(churn / steps, sqrt(2) - 1)``,
+        with fresh noise times ``s_noise`` (stochastic sampler; 0 = deterministic ODE).
 
     Returns
     -------
@@ -324,7 +329,8 @@ def edm_sample(prior: Prior, n: int, *, steps: int = 32, sigma_min: float | None
     smax = 80.0 * scale if sigma_max is None else sigma_max
     sig = karras_sigmas(steps, smin, smax, rho)
     center = _center(prior)
-    dev = next(iter(prior.parameters())).device if isinstance(prior, nn.Module) and any(True for _ in prior.parameters()) else torch.device("cpu")
+    params = list(prior.parameters()) if isinstance(prior, nn.Module) else []
+    dev = params[0].device if params else torch.device("cpu")
     z = torch.randn(n, *prior.event_shape, generator=generator, dtype=torch.float64)
     x = (center + smax * z).to(dev)
     bs = batch_size or n
@@ -334,6 +340,12 @@ def edm_sample(prior: Prior, n: int, *, steps: int = 32, sigma_min: float | None
 
     for i in tqdm(range(steps), disable=not progress, leave=False, desc="edm_sample"):
         s0, s1 = float(sig[i]), float(sig[i + 1])
+        if churn > 0 and churn_range[0] <= s0 <= churn_range[1]:
+            gamma = min(churn / steps, math.sqrt(2) - 1)
+            s_hat = s0 * (1 + gamma)
+            noise = torch.randn(x.shape, generator=generator, dtype=torch.float64).to(x.device)
+            x = x + math.sqrt(s_hat**2 - s0**2) * s_noise * noise
+            s0 = s_hat
         d = (x - den(x, s0)) / s0
         x1 = x + (s1 - s0) * d
         if s1 > 0:

@@ -17,11 +17,13 @@ sampler                   operators                              needs gradients
 :class:`MCG`              ``Mask`` (+ ``GaussianNoise``)         yes (through the denoiser)
 :class:`Tweedie`          ``GaussianNoise`` (denoising)          no, 1 denoiser call
 :class:`EnKG`             any, including black-box simulators    no
+:class:`EKI`              any (no diffusion prior: an ensemble)  no
 ========================  =====================================  ===========================
 """
 
 from geoinv.samplers._base import SampleResult, Sampler, ancestral_step, karras_sigmas
 from geoinv.samplers._dps import DPS
+from geoinv.samplers._eki import EKI
 from geoinv.samplers._enkg import EnKG
 from geoinv.samplers._mcg import MCG
 from geoinv.samplers._tweedie import Noise2Score, Tweedie
@@ -34,6 +36,7 @@ __all__ = [
     "Tweedie",
     "Noise2Score",
     "EnKG",
+    "EKI",
     "karras_sigmas",
     "ancestral_step",
 ]

@@ -75,26 +75,24 @@ class SampleResult:
 
 def karras_sigmas(num_steps: int, sigma_min: float = 0.002, sigma_max: float = 80.0,
                   rho: float = 7.0) -> list[float]:
-    r"""Karras et al. (2022) noise levels, as Python floats (no device syncs in sampling loops).
-
-    :math:`\sigma_i = (\sigma_{max}^{1/\rho} + \tfrac{i}{N-1}(\sigma_{min}^{1/\rho} - \sigma_{max}^{1/\rho}))^\rho`
-    for ``i = 0..N-1``, followed by :math:`\sigma_N = 0`.
+    """:func:`geoinv.priors.edm.karras_sigmas` as Python floats (no device syncs in sampling loops),
+    with validated arguments and exact end points.
 
     Returns
     -------
     list of float, length ``num_steps + 1``, decreasing from ``sigma_max`` to 0
     """
+    from geoinv.priors.edm import karras_sigmas as _karras
+
     if num_steps < 1:
         raise ValueError(f"num_steps must be >= 1, got {num_steps}")
     if not 0 < sigma_min <= sigma_max:
         raise ValueError(f"need 0 < sigma_min <= sigma_max, got {sigma_min}, {sigma_max}")
-    a, b = sigma_max ** (1 / rho), sigma_min ** (1 / rho)
-    n = max(num_steps - 1, 1)
-    sig = [(a + i / n * (b - a)) ** rho for i in range(num_steps)]
+    sig = _karras(num_steps, sigma_min, sigma_max, rho).tolist()
     sig[0] = float(sigma_max)  # exact end points (no round-off from the 1/rho powers)
     if num_steps > 1:
-        sig[-1] = float(sigma_min)
-    return sig + [0.0]
+        sig[-2] = float(sigma_min)
+    return sig
 
 
 @dataclasses.dataclass

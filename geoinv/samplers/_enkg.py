@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from typing import Callable, Literal
 
 import torch
 from tqdm.auto import tqdm
 
-from geoinv.samplers._base import STATE_DTYPE, Sampler, karras_sigmas
+from geoinv.samplers._base import STATE_DTYPE, Sampler, ancestral_step, karras_sigmas
 
-__all__ = ["EnKG"]
+__all__ = ["EnKG", "ensemble_kalman_update", "ensemble_kalman_gain_update"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +68,28 @@ class EnKG(Sampler):
         ``misfit_grad(y_pred (J, ...), y_obs (1, ...)) -> (J, ...)``: half the gradient of
         a data misfit with respect to the prediction (EnKG's ``0.5 * gradient_m``).
         Default ``y_pred - y_obs`` (squared misfit).
+    update : {"published", "kalman"}
+        ``"published"`` (default, exact reference algorithm): step 4 above.
+        ``"kalman"`` (**not in the paper**; a documented option): the ensemble Kalman /
+        EKI analysis step with the likelihood noise,
+        :math:`x^{(j)} \leftarrow x^{(j)} - w\,C^{xy}(C^{yy} + \Gamma_i)^{-1}(y^{(j)} - y_{obs} + \xi^{(j)})`,
+        :math:`\Gamma_i = (\sigma_y^2 + c\,\sigma_i^2) I` (``c = inflation``; the
+        :math:`\sigma_i^2` term is the uncertainty of the predicted :math:`x_0`, as in
+        :class:`~geoinv.samplers.DPS`'s ``"inflated"`` rule), :math:`\xi^{(j)} \sim N(0, \Gamma_i)`
+        when ``perturb`` (:func:`ensemble_kalman_gain_update`). The gain is scale-aware
+        (no ``1/||C||_F``), so it neither explodes when the outputs collapse nor ignores
+        the noise level; use ``guidance_scale=1``. Needs ``operator.noise_std`` or
+        ``inflation > 0``.
+    inflation : float
+        ``c`` of the ``"kalman"`` update (default 1; 0.1 tuned on Bunny-MNIST validation).
+    perturb : bool
+        Perturbed observations in the ``"kalman"`` update (stochastic EnKF).
+    stochastic : bool
+        Replace the outer Euler probability-flow step by the ancestral (DDPM-posterior) step
+        :func:`~geoinv.samplers.ancestral_step` (**not in the paper**). The deterministic
+        ODE keeps every particle's correction inside the span of the initial ensemble
+        (``J - 1`` directions: on Bunny-MNIST at J = 64 the posterior mean saturates near
+        21 dB whatever the update); fresh noise at every step lets the ensemble explore.
 
     Notes
     -----
@@ -81,6 +103,10 @@ class EnKG(Sampler):
     ``callback`` state keys: ``x`` (J, N, C) at ``sigma``, ``x0`` the denoised ensemble
     of the Euler step, ``guided`` (bool), ``misfit`` (J,) squared norms of ``e`` (the squared
     residual norms for the default misfit) at the last correction (``None`` at unguided steps).
+
+    With ``update="kalman", stochastic=True, num_updates=1, guidance_scale=1, inflation=0.1``
+    the Gaussian ring test goes from max error 6.5 / rms 2.1 posterior stds and spread-skill
+    0.10 (published) to 0.61 / 0.21 and 0.70 (``tests/test_samplers.py``).
 
     References
     ----------
@@ -101,6 +127,10 @@ class EnKG(Sampler):
     max_ode_steps: int = 20
     batch_size: int | None = None
     misfit_grad: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+    update: Literal["published", "kalman"] = "published"
+    inflation: float = 1.0
+    perturb: bool = True
+    stochastic: bool = False
 
     name = "enkg"
     min_samples = 2
@@ -116,7 +146,17 @@ class EnKG(Sampler):
             raise ValueError("ode_factor and max_ode_steps must be >= 1")
         if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1 or None, got {self.batch_size}")
+        if self.update not in ("published", "kalman"):
+            raise ValueError(f"update must be 'published' or 'kalman', got {self.update!r}")
+        if not self.inflation >= 0:
+            raise ValueError(f"inflation must be >= 0, got {self.inflation}")
+        if self.update == "kalman" and self.misfit_grad is not None:
+            raise ValueError("update='kalman' assumes the Gaussian misfit; misfit_grad needs update='published'")
         karras_sigmas(self.num_steps, self.sigma_min, self.sigma_max, self.rho)
+
+    def _check_operator(self, operator) -> None:
+        if self.update == "kalman" and self.inflation == 0 and not getattr(operator, "noise_std", 0.0) > 0:
+            raise ValueError("EnKG update='kalman' needs operator.noise_std > 0 or inflation > 0")
 
     # -- schedule ------------------------------------------------------------------------------
     def is_guided(self, i: int) -> bool:
@@ -156,7 +196,7 @@ class EnKG(Sampler):
         n, j = self.num_steps, n_samples
         sig = karras_sigmas(n, self.sigma_min, self.sigma_max, self.rho)
         x = self.sigma_max * self._noise((j, *event), generator, dev)
-        zero = torch.zeros((), dtype=STATE_DTYPE, device=dev)
+        noise_var = float(getattr(operator, "noise_std", 0.0) or 0.0) ** 2
         n_guided = 0
         for i in tqdm(range(n), disable=not progress, leave=False, desc="EnKG"):
             s, s_next = sig[i], sig[i + 1]
@@ -167,18 +207,103 @@ class EnKG(Sampler):
                 w, n_ode = self.lr(i), self.ode_steps(i)
                 for _ in range(self.num_updates):
                     x0 = self._x0(prior, x, s, n_ode, work)
-                    ys = self._forward(operator, x0, y, work).flatten(1)            # (J, M), one batched call
-                    e = (self.misfit_grad(ys.reshape(j, *y.shape[1:]), y).to(STATE_DTYPE).flatten(1)
-                         if self.misfit_grad is not None else ys - y.flatten(1))
-                    dy = ys - ys.mean(0, keepdim=True)
-                    dx = (x - x.mean(0, keepdim=True)).flatten(1)                   # (J, D)
-                    c = (e @ dy.T) / j                                              # (J, J)
-                    cn = torch.linalg.matrix_norm(c)
-                    eta = torch.where(cn > 0, w / cn.clamp_min(1e-300), zero)
-                    x = x - (eta * (c @ dx)).reshape(x.shape)
-                    misfit = (e * e).sum(1)
+                    ys = self._forward(operator, x0, y, work)                       # (J, ...), one batched call
+                    if self.update == "kalman":
+                        gamma = noise_var + self.inflation * s * s
+                        x, misfit = ensemble_kalman_gain_update(x, ys, y, gamma, w, generator if self.perturb else None)
+                    else:
+                        x, misfit = ensemble_kalman_update(x, ys, y, w, self.misfit_grad)
             den = self._denoise(prior, x, s, work, self.batch_size)
-            x = x + (s_next - s) * ((x - den) / s)
+            if self.stochastic:
+                x = ancestral_step(x, den, s, s_next, self._noise(x.shape, generator, dev))
+            else:
+                x = x + (s_next - s) * ((x - den) / s)
             if callback is not None:
                 callback(i, {"x": x, "sigma": s_next, "x0": den, "guided": guided, "misfit": misfit})
         return x, {"guided_steps": n_guided}
+
+
+def ensemble_kalman_update(x: torch.Tensor, ys: torch.Tensor, y: torch.Tensor, weight: float,
+                           misfit_grad: Callable | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""One derivative-free ensemble Kalman step, the correction shared by EnKG and EKI.
+
+    :math:`x^{(j)} \leftarrow x^{(j)} - \frac{w}{\lVert C\rVert_F} \sum_k C_{jk} (x^{(k)} - \bar x)`
+    with :math:`C_{jk} = \langle e^{(j)}, y^{(k)} - \bar y\rangle / J` and
+    :math:`e^{(j)} = y^{(j)} - y_{obs}` (or ``misfit_grad(ys, y)``): the statistically
+    linearised gradient step :math:`-w\, C^{xy} e^{(j)} / \lVert C\rVert_F`. Never forms
+    a ``D x D`` or ``M x M`` covariance (only the ``J x J`` matrix ``C``).
+
+    Parameters
+    ----------
+    x : Tensor, shape (J, ...)
+        Ensemble (the parameters being corrected), float64.
+    ys : Tensor, shape (J, ...)
+        Predictions of the ensemble members (``A`` of their clean estimates).
+    y : Tensor, shape (1, ...)
+        Measurement.
+    weight : float
+        Step ``w`` (EnKG's ``w_i``).
+    misfit_grad : callable, optional
+        ``misfit_grad(ys, y) -> (J, ...)``, half the gradient of the data misfit with
+        respect to the prediction; default ``ys - y``.
+
+    Returns
+    -------
+    x : Tensor, shape of ``x``
+        Corrected ensemble.
+    misfit : Tensor, shape (J,)
+        Squared norms of ``e`` (before the correction).
+    """
+    j = x.shape[0]
+    ys = ys.to(STATE_DTYPE)
+    e = (misfit_grad(ys.reshape(j, *y.shape[1:]), y).to(STATE_DTYPE).flatten(1)
+         if misfit_grad is not None else ys.flatten(1) - y.flatten(1))
+    yf = ys.flatten(1)
+    dy = yf - yf.mean(0, keepdim=True)
+    dx = (x - x.mean(0, keepdim=True)).flatten(1)                           # (J, D)
+    c = (e @ dy.T) / j                                                      # (J, J)
+    cn = torch.linalg.matrix_norm(c)
+    eta = torch.where(cn > 0, weight / cn.clamp_min(1e-300), torch.zeros((), dtype=c.dtype, device=c.device))
+    return x - (eta * (c @ dx)).reshape(x.shape), (e * e).sum(1)
+
+
+def ensemble_kalman_gain_update(x: torch.Tensor, ys: torch.Tensor, y: torch.Tensor, gamma: float,
+                                weight: float = 1.0, generator: torch.Generator | None = None
+                                ) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""One ensemble Kalman (EKI / EnKF analysis) step with observation-error variance ``gamma``.
+
+    :math:`x^{(j)} \leftarrow x^{(j)} - w\, C^{xy} (C^{yy} + \gamma I)^{-1} (y^{(j)} - y_{obs} + \sqrt{\gamma}\,\xi^{(j)})`
+    with ensemble covariances :math:`C^{xy} = \Delta X^T \Delta Y / J`, :math:`C^{yy} = \Delta Y^T \Delta Y / J`
+    and :math:`\xi^{(j)} \sim N(0, I)` (perturbed observations; omitted when ``generator`` is None).
+    By Woodbury this is :math:`\Delta X^T (\Delta Y \Delta Y^T + J\gamma I)^{-1} \Delta Y\, e^{(j)}`:
+    only a ``J x J`` system is solved.
+
+    Parameters
+    ----------
+    x : Tensor, shape (J, ...)
+    ys : Tensor, shape (J, ...)
+        Predictions ``A(x0^(j))``.
+    y : Tensor, shape (1, ...)
+    gamma : float
+        Observation-error variance (> 0), in squared units of ``y``.
+    weight : float
+        Step ``w`` (1 = the full Kalman update).
+    generator : torch.Generator, optional
+        Draws the observation perturbations; ``None`` = deterministic (square-root-free EKI mean update).
+
+    Returns
+    -------
+    x : Tensor, corrected ensemble
+    misfit : Tensor, shape (J,), squared residual norms before the correction
+    """
+    j = x.shape[0]
+    yf = ys.to(STATE_DTYPE).flatten(1)
+    e = yf - y.flatten(1)
+    misfit = (e * e).sum(1)
+    if generator is not None:
+        e = e + gamma**0.5 * torch.randn(e.shape, generator=generator, dtype=e.dtype, device=e.device)
+    dy = yf - yf.mean(0, keepdim=True)
+    dx = (x - x.mean(0, keepdim=True)).flatten(1)
+    k = dy @ dy.T + (j * max(gamma, 1e-300)) * torch.eye(j, dtype=dy.dtype, device=dy.device)
+    coef = torch.linalg.solve(k, dy @ e.T)                                  # (J, J): column j = weights of dx_k
+    return x - weight * (coef.T @ dx).reshape(x.shape), misfit

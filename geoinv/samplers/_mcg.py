@@ -79,6 +79,18 @@ class MCG(Sampler):
         Karras schedule (data units).
     batch_size : int, optional
         Process the samples in chunks of this size.
+    noise_aware : bool
+        Default False (the repository). True (**not in the paper**): the projection uses
+        :math:`y + \sqrt{\sigma_i^2 - \sigma_y^2}\,\epsilon` while :math:`\sigma_i > \sigma_y`
+        (``y`` already carries noise :math:`\sigma_y`, so this has the marginal noise level
+        :math:`\sigma_i`), and no projection below :math:`\sigma_y` (the observed values are
+        then denoised by the ancestral steps instead of being pinned to the noisy data).
+        With noise-free data it equals the repository. The repository's projection leaves
+        the samples equal to the noisy ``y`` at observed points, which caps the PSNR (about
+        21 dB on Bunny-MNIST with noise 0.1 at 30 % missing, whatever the prior); the
+        noise-aware projection reaches 28.6 dB there (validation digits, 16 samples). On the
+        Gaussian ring test (alpha 0.1) it is close to exact: max error 0.17 posterior stds
+        (repository: 1.83), spread-skill 0.99.
 
     Notes
     -----
@@ -98,6 +110,7 @@ class MCG(Sampler):
     sigma_max: float = 80.0
     rho: float = 7.0
     batch_size: int | None = None
+    noise_aware: bool = False
 
     name = "mcg"
 
@@ -124,10 +137,15 @@ class MCG(Sampler):
         m = _mask_weight(operator, y)
         keep = 1 - m
         sig = karras_sigmas(self.num_steps, self.sigma_min, self.sigma_max, self.rho)
+        noise_var = float(getattr(operator, "noise_std", 0.0) or 0.0) ** 2 if self.noise_aware else 0.0
         x = self.sigma_max * self._noise((n_samples, *event), generator, dev)
         bs = self.batch_size or n_samples
         for i in tqdm(range(self.num_steps), disable=not progress, leave=False, desc="MCG"):
             s, s_next = sig[i], sig[i + 1]
+            # noise added to y in the projection: sigma_i (repository), or sqrt(sigma_i^2 - sigma_y^2)
+            # (noise_aware: y already carries sigma_y; below sigma_y no projection)
+            project = s * s > noise_var
+            s_proj = (s * s - noise_var) ** 0.5 if project else 0.0
             z = self._noise(x.shape, generator, dev)
             z_obs = self._noise(x.shape, generator, dev)
             outs, x0s = [], []
@@ -141,7 +159,10 @@ class MCG(Sampler):
                 with torch.no_grad():
                     x0 = x0.detach()
                     xp = ancestral_step(xc.detach(), x0, s, s_next, zc)
-                    outs.append(xp * keep - self.step_size * (g * keep) + (y + s * zoc) * m)
+                    if project:
+                        outs.append(xp * keep - self.step_size * (g * keep) + (y + s_proj * zoc) * m)
+                    else:
+                        outs.append(xp - self.step_size * (g * keep))
                 x0s.append(x0)
             x = torch.cat(outs) if len(outs) > 1 else outs[0]
             if callback is not None:

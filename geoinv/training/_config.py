@@ -10,7 +10,8 @@ from typing import Any
 __all__ = ["DataConfig", "MLPOptions", "GraphOptions", "UNetOptions", "ModelConfig", "OptimConfig",
            "TrainConfig", "load_config", "config_from_dict", "config_to_dict"]
 
-DATASETS = ("bunny-mnist", "era5-uk-t2m", "era5-global-t", "grf-sphere", "synthetic")
+DATASETS = ("bunny-mnist", "era5-uk-t2m", "era5-global-t", "grf-sphere", "synthetic", "navier-stokes",
+            "navier-stokes-128")
 
 
 @dataclass(frozen=True)
@@ -24,7 +25,9 @@ class DataConfig:
         ``hours`` hourly fields of March 2019 only; the rest is the test period),
         ``era5-global-t`` (the global 3-degree ERA5 ensemble at ``level``; the last
         analysis time is held out as test), ``grf-sphere`` (``grf_sphere(nside, n, seed)``),
-        ``synthetic`` (smooth random fields on an 8x8 grid; for tests).
+        ``synthetic`` (smooth random fields on an 8x8 grid; for tests),
+        ``navier-stokes`` / ``navier-stokes-128`` (:func:`geoinv.fluids.load_fields` at
+        64x64 / 128x128, normalized ``w / 10``; generated into the cache on first use).
     val_fraction : float
         Fraction of the training data held out for the validation loss (never the test split).
     val_split : {"random", "last"}

@@ -93,6 +93,11 @@ def load_split(cfg: DataConfig, split: str = "train") -> Split:
         keep = torch.as_tensor(time_idx < 3) if split == "train" else torch.as_tensor(time_idx == 3)
         x = sig.point_values().float()[keep]
         return Split(sig.with_point_values(x), x, 100.0)
+    if name in ("navier-stokes", "navier-stokes-128"):
+        from geoinv.fluids import grid_signal, load_fields
+
+        sig = grid_signal(load_fields(split, 128 if name.endswith("128") else 64))
+        return Split(sig, sig.point_values().float(), 4.0)
     if name == "synthetic":
         sig = synthetic_fields(cfg.n if split == "train" else 200, cfg.seed if split == "train" else cfg.seed + 1)
         return Split(sig, sig.point_values().float(), 2.0)

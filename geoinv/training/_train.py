@@ -292,6 +292,9 @@ def train(config_path: str | os.PathLike | TrainConfig, *, out_dir: str | os.Pat
     vbatch = _val_batch(val_x, cfg, o.seed)
     if "gaussian_val_mse" not in stats and model.base is not None:
         stats["gaussian_val_mse"] = _val_mse_at(_GaussianView(model), val_x[: o.val_size], seed=o.seed)
+    if step == 0:  # the untrained model: the Gaussian's exact denoiser in residual mode
+        ema.eval()
+        stats["initial_val_loss"] = _val_loss(ema_model, vbatch)
     t0 = time.perf_counter()
     wall0 = stats["wall_time_s"]
     run_loss, run_n = 0.0, 0
@@ -317,7 +320,7 @@ def train(config_path: str | os.PathLike | TrainConfig, *, out_dir: str | os.Pat
             for be, b in zip(ema.buffers(), model.backbone.buffers()):
                 be.copy_(b)
         step += 1
-        run_loss += float(loss)
+        run_loss += float(loss.detach())
         run_n += 1
         bar.update(1)
         if step % o.log_every == 0 or step == o.steps:

@@ -7,11 +7,8 @@ from __future__ import annotations
 
 import logging
 import os
-import uuid
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -236,32 +233,8 @@ def panel_titles(names: Sequence[str], titles: Any) -> list[str | None]:
     return titles
 
 
-@contextmanager
-def atomic_png(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary ``.png`` path next to ``path``; move it onto ``path`` on success.
+def atomic_png(path: str | os.PathLike):
+    """:func:`geoinv.io.atomic_path` with a ``.png`` temporary name (renderers pick the format from it)."""
+    from geoinv.io import atomic_path
 
-    The temporary file lives in the same directory, so :func:`os.replace` is atomic;
-    it is removed if writing fails.
-
-    Parameters
-    ----------
-    path : str or PathLike
-        Final file. Missing parent directories are created.
-
-    Yields
-    ------
-    Path
-        Where the writer should put the image.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp.png")
-    try:
-        yield tmp
-        if not tmp.is_file():
-            raise OSError(f"the renderer did not write {tmp}")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    logger.info("wrote %s", path)
+    return atomic_path(path, suffix=".png")

@@ -137,6 +137,8 @@ def _coarse_edges(ei: np.ndarray, lab: np.ndarray) -> np.ndarray:
 def laplacian_eigenvectors(signal: Any, k: int) -> np.ndarray:
     """The ``k`` lowest non-constant generalized eigenvectors of ``L v = lam M v``, shape (N, k).
 
+    The zero modes (one constant per connected component, e.g. unreferenced mesh vertices) are skipped.
+
     Scaled to unit root-mean-square; signs are fixed so that the largest-magnitude entry is
     positive (a convention: eigenvectors are defined up to sign).
     """
@@ -149,10 +151,17 @@ def laplacian_eigenvectors(signal: Any, k: int) -> np.ndarray:
     n = lap.shape[0]
     if n <= k + 2:
         raise ValueError(f"cannot take {k} eigenvectors of a {n}-node domain")
-    shift = -1e-6 * abs(lap.diagonal()).max()
-    vals, vecs = eigsh(lap, k=k + 1, M=m, sigma=shift, which="LM")
+    from scipy.sparse.csgraph import connected_components
+
+    # one zero mode per connected component (isolated, unreferenced vertices included): skip them all
+    n_comp = connected_components(lap, directed=False)[0]
+    if n > k + n_comp + 1:
+        shift = -1e-6 * abs(lap.diagonal()).max()
+        vals, vecs = eigsh(lap, k=k + n_comp, M=m, sigma=shift, which="LM")
+    else:
+        raise ValueError(f"cannot take {k} eigenvectors of a {n}-node domain with {n_comp} components")
     order = np.argsort(vals)
-    v = vecs[:, order[1:]]
+    v = vecs[:, order[n_comp:]]
     v = v / np.sqrt((v**2).mean(0, keepdims=True))
     sign = np.sign(v[np.argmax(np.abs(v), 0), np.arange(v.shape[1])])
     return (v * sign).astype(np.float32)
@@ -375,7 +384,7 @@ class GraphUNet(Backbone):
         a = self._adj_cache.get(key)
         if a is None:
             n = self.level_sizes[l]
-            a = torch.sparse_coo_tensor(idx, w.to(dtype), (n, n)).coalesce().to_sparse_csr()
+            a = torch.sparse_coo_tensor(idx, w.to(dtype), (n, n), check_invariants=False).coalesce().to_sparse_csr()
             self._adj_cache = {k: v for k, v in self._adj_cache.items() if k[0] != l}
             self._adj_cache[key] = a
         return a

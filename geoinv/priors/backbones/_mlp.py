@@ -86,6 +86,13 @@ class MLPBackbone(Backbone):
         if config.zero_init:
             zero_(self.out)
 
+    @classmethod
+    def from_signal(cls, signal, *, hidden: int = 256, depth: int = 2, emb_dim: int = 64, dropout: float = 0.0,
+                    zero_init: bool = True) -> "MLPBackbone":
+        """Build for the event shape ``(N, C)`` of a signal container."""
+        return cls(MLPConfig(n_points=signal.n_points, channels=signal.n_channels, hidden=hidden, depth=depth,
+                             emb_dim=emb_dim, dropout=dropout, zero_init=zero_init))
+
     def forward(self, x: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
         """``x`` (B, N, C), ``c_noise`` (B,) -> (B, N, C)."""
         b = x.shape[0]

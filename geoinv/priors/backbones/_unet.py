@@ -110,6 +110,30 @@ class UNet2d(Backbone):
         if config.zero_init:
             zero_(self.out)
 
+    @classmethod
+    def from_signal(cls, signal, *, widths: tuple = (32, 64, 96), blocks: int = 1, emb_dim: int = 64,
+                    periodic: tuple | None = None, zero_init: bool = True) -> "UNet2d":
+        """Build for a :class:`~geoinv.GridSignal` (periodic as the grid) or a lat/lon :class:`~geoinv.SphereSignal`.
+
+        ``periodic`` defaults to ``(p, p)`` for a grid with ``periodic=p`` and to ``(False, True)``
+        for a global lat/lon grid (``(False, False)`` for a regional one).
+        """
+        import numpy as np
+
+        if getattr(signal, "kind", None) == "grid":
+            (h, w), per = signal.shape, (signal.periodic, signal.periodic)
+        elif getattr(signal, "grid_shape", None) is not None:
+            (h, w) = signal.grid_shape
+            lon = np.asarray(signal.grid_lon)
+            step = np.median(np.abs(np.diff(lon))) if len(lon) > 1 else 0.0
+            per = (False, bool(abs(step * len(lon) - 360.0) < 1e-6 * 360))
+        else:
+            raise ValueError("UNet2d needs a GridSignal or a SphereSignal on a regular lat/lon grid")
+        cfg = UNetConfig(height=h, width=w, channels=signal.n_channels, widths=tuple(widths), blocks=blocks,
+                         emb_dim=emb_dim, periodic=tuple(periodic) if periodic is not None else per,
+                         zero_init=zero_init)
+        return cls(cfg)
+
     def forward(self, x: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
         """``x`` (B, H*W, C), ``c_noise`` (B,) -> (B, H*W, C)."""
         cfg = self.config

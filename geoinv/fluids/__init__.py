@@ -1,0 +1,31 @@
+"""Fluids: the 2-D Navier-Stokes inverse problem (InverseBench / EnKG "fluid" task) on 2 CPU cores.
+
+* :func:`generate`, :func:`generate_splits`, :func:`load_fields`: the data set (GRF initial
+  vorticity evolved 5 time units at Re 200 with :class:`geoinv.operators.NavierStokes2D`),
+  written to ``~/.cache/geoinv/navier-stokes`` (or a given folder) as safetensors;
+  ``geoinv datasets navier-stokes --n N --resolution 64`` on the command line.
+* :func:`grf_torus`: the spectral Gaussian random field sampler.
+* :class:`DaskOperator`: map an ensemble's forward evaluations over a dask.distributed client.
+* :class:`EKI`: ensemble Kalman inversion (no diffusion prior), sharing EnKG's update.
+
+Units: priors and operators work on normalized vorticity ``x = w / 10`` (``SCALE``);
+observations ``y`` are in physical vorticity units.
+"""
+
+from geoinv.fluids._data import SCALE, default_dir, generate, generate_splits, grid_signal, load_fields
+from geoinv.fluids._grf import GRFEnsemble, grf_torus
+
+__all__ = ["generate", "generate_splits", "load_fields", "grid_signal", "default_dir", "grf_torus", "GRFEnsemble", "SCALE",
+           "DaskOperator", "EKI"]
+
+
+def __getattr__(name):
+    if name == "DaskOperator":
+        from geoinv.fluids._dask import DaskOperator
+
+        return DaskOperator
+    if name == "EKI":
+        from geoinv.samplers._eki import EKI
+
+        return EKI
+    raise AttributeError(f"module 'geoinv.fluids' has no attribute {name!r}")

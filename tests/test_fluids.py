@@ -1,0 +1,188 @@
+"""Navier-Stokes solver, observation operators, data set, EKI and the dask scale-out."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from geoinv.errors import NonFiniteError, NotDifferentiableError, ShapeError
+from geoinv.fluids import generate, grf_torus
+from geoinv.operators import NavierStokes2D, NavierStokesObservation
+from geoinv.operators._navier_stokes import taylor_green
+from geoinv.samplers import EKI
+from geoinv.samplers._enkg import ensemble_kalman_update
+
+
+def _smooth_field(n=32, seed=0, amp=5.0):
+    """A smooth, strongly nonlinear vorticity field (a few low modes)."""
+    w = grf_torus(1, n, alpha=4.0, tau=3.0, generator=torch.Generator().manual_seed(seed))[0]
+    return amp * w / w.std()
+
+
+# -- solver validation --------------------------------------------------------------------------
+@pytest.mark.parametrize("k", [1, 3])
+def test_taylor_green_decay_is_exact(k):
+    ns = NavierStokes2D(32, forcing=None, dtype=torch.float64)
+    w1 = ns.solve(taylor_green(32, k=k), 1.0)
+    exact = taylor_green(32, 1.0, k=k)
+    rel = float((w1 - exact).norm() / exact.norm())
+    # the advection term vanishes identically; what is left is Crank-Nicolson's O((nu k^2 dt)^3)/step error
+    assert rel < 2e-6, rel
+
+
+def test_laminar_kolmogorov_flow_with_forcing():
+    """From rest, w(t) = -(4 / (16 nu)) (1 - exp(-16 nu t)) cos(4y) exactly (a shear flow: no advection)."""
+    ns = NavierStokes2D(32, dtype=torch.float64)
+    w = ns.solve(torch.zeros(32, 32, dtype=torch.float64), 2.0)
+    y = 2 * math.pi * torch.arange(32, dtype=torch.float64) / 32
+    exact = (-(4 / (16 * ns.nu)) * (1 - math.exp(-16 * ns.nu * 2.0)) * torch.cos(4 * y))[:, None].expand(32, 32)
+    assert float((w - exact).norm() / exact.norm()) < 3e-6  # O(dt^2) with dt = dt_max = 0.05
+
+
+def test_second_order_in_time():
+    ns = NavierStokes2D(16, dtype=torch.float64)
+    w0 = _smooth_field(16)
+    ref = ns.solve(w0, 0.4, dt=0.4 / 160)
+    e20, e40 = (float((ns.solve(w0, 0.4, dt=0.4 / m) - ref).norm() / ref.norm()) for m in (20, 40))
+    assert e20 < 1e-2 and math.log2(e20 / e40) > 1.85, (e20, e40)  # measured order about 2.0-2.3
+
+
+def test_batch_members_are_independent_and_float32_matches_float64():
+    w0 = torch.stack([_smooth_field(seed=s) for s in range(3)])
+    ns64 = NavierStokes2D(32, dtype=torch.float64)
+    both, steps = ns64.solve(w0, 0.3, return_steps=True)
+    one = torch.stack([ns64.solve(w0[i], 0.3) for i in range(3)])
+    assert torch.allclose(both, one, atol=1e-10)
+    assert len(set(steps.tolist())) > 1  # every member has its own CFL step sequence
+    w32 = NavierStokes2D(32).solve(w0, 0.3)
+    assert w32.dtype == torch.float32
+    assert float((w32.double() - both).norm() / both.norm()) < 1e-4
+
+
+def test_solver_errors():
+    ns = NavierStokes2D(16)
+    with pytest.raises(ShapeError):
+        ns.solve(torch.zeros(2, 8, 8), 1.0)
+    with pytest.raises(NonFiniteError):
+        ns.solve(torch.full((16, 16), float("nan")), 0.1)
+    with pytest.raises(ValueError):
+        NavierStokes2D(15)
+
+
+# -- observation operators ---------------------------------------------------------------------
+def test_observation_operator_units_layout_and_flags():
+    op = NavierStokesObservation(16, noise_std=1.0)
+    x = (_smooth_field(16) / 10).reshape(1, 256, 1)
+    y = op(x)
+    assert y.shape == (1, 64, 1)
+    w = op.solver.solve(10 * x.reshape(1, 16, 16), 1.0)
+    assert torch.allclose(y, w[:, ::2, ::2].reshape(1, 64, 1).to(y.dtype), atol=1e-6)
+    ym = op.measure(x, torch.Generator().manual_seed(0))
+    assert 0.7 < float((ym - y).std()) < 1.3  # noise std in physical vorticity units
+    with pytest.raises(NotDifferentiableError):
+        op(x.clone().requires_grad_(True))
+    with pytest.raises(ShapeError):
+        op(torch.zeros(1, 100, 1))
+
+
+def test_differentiable_variant_gradient_matches_finite_differences():
+    solver = NavierStokes2D(16, dtype=torch.float64)
+    op = NavierStokesObservation(16, t_final=0.2, solver=solver, differentiable=True)
+    x = (_smooth_field(16, seed=3) / 10).reshape(1, 256, 1)
+    v = torch.randn(x.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    xr = x.clone().requires_grad_(True)
+    loss = (op(xr) ** 2).sum()
+    (g,) = torch.autograd.grad(loss, xr)
+    eps = 1e-6
+    fd = float(((op(x + eps * v) ** 2).sum() - (op(x - eps * v) ** 2).sum()) / (2 * eps))
+    # adaptive steps are held fixed in the gradient: agreement to the (small) dt-sensitivity
+    assert abs(float((g * v).sum()) - fd) < 1e-3 * abs(fd), (float((g * v).sum()), fd)
+
+
+# -- data ----------------------------------------------------------------------------------------
+def test_grf_variance_and_determinism():
+    g = grf_torus(400, 16, generator=torch.Generator().manual_seed(0), std=2.0)
+    assert abs(float(g.std()) - 2.0) < 0.1
+    assert abs(float(g.mean())) < 0.1
+    a = generate(3, 16, seed=5, t_spinup=0.2, batch_size=2)
+    b = generate(2, 16, seed=5, t_spinup=0.2, batch_size=8)
+    assert torch.allclose(a[:2], b, atol=1e-5)  # per-field generators: independent of batching
+    c = generate(2, 16, seed=6, t_spinup=0.2)
+    assert not torch.allclose(b, c)
+
+
+@pytest.mark.slow
+def test_datasets_cli_writes_train_and_test(tmp_path):
+    from geoinv.cli import main
+    from geoinv.fluids import load_fields
+
+    assert main(["datasets", "navier-stokes", "--n", "2", "--n-test", "1", "--out", str(tmp_path), "--no-progress"]) == 0
+    tr = load_fields("train", 64, tmp_path, generate_missing=False)
+    te = load_fields("test", 64, tmp_path, generate_missing=False)
+    assert tr.shape == (2, 64, 64) and te.shape == (1, 64, 64)
+    assert 2 < float(tr.std()) < 10  # forced turbulence after 5 time units, |w| of order 10
+    assert not torch.allclose(tr[:1], te)
+
+
+def test_training_config_parses():
+    from pathlib import Path
+
+    from geoinv.training import load_config
+
+    cfg = load_config(Path(__file__).parents[1] / "configs" / "navier-stokes.yaml")
+    assert cfg.data.name == "navier-stokes" and cfg.model.unet.periodic == (True, True)
+
+
+# -- ensemble Kalman ----------------------------------------------------------------------------------
+def test_kalman_update_is_the_statistically_linearised_gradient_step():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(8, 5, 1, generator=g, dtype=torch.float64)
+    a = torch.randn(3, 5, generator=g, dtype=torch.float64)
+    ys = (x[..., 0] @ a.T)[..., None]
+    y = torch.randn(1, 3, 1, generator=g, dtype=torch.float64)
+    new, misfit = ensemble_kalman_update(x, ys, y, 0.5)
+    dx, dy = (x - x.mean(0)).flatten(1), (ys - ys.mean(0)).flatten(1)
+    e = (ys - y).flatten(1)
+    c = e @ dy.T / 8
+    expected = x.flatten(1) - 0.5 / torch.linalg.matrix_norm(c) * (e @ (dy.T @ dx) / 8)  # -w C^{xy} e / ||C||
+    assert torch.allclose(new.flatten(1), expected)
+    assert torch.allclose(misfit, (e * e).sum(1))
+
+
+def test_eki_fits_a_linear_problem_and_counts_work():
+    from geoinv.operators import FunctionOperator
+    from geoinv.priors import GaussianPrior
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(4, 6, generator=g, dtype=torch.float64)
+    op = FunctionOperator(lambda x: (x[..., 0] @ a.T)[..., None])
+    prior = GaussianPrior(torch.zeros(6, 1, dtype=torch.float64), cov=torch.eye(6, dtype=torch.float64))
+    x_true = torch.randn(1, 6, 1, generator=g, dtype=torch.float64)
+    y = op(x_true)
+    r = EKI(num_iters=60, guidance_scale=1.0)(y, op, prior, n_samples=32, generator=g)
+    res0 = float((op(prior.sample(32, generator=torch.Generator().manual_seed(1))) - y).norm(dim=1).mean())
+    res = float((op(r.samples) - y).norm(dim=1).mean())
+    assert res < 0.05 * res0
+    assert (r.nfe, r.n_forward, r.forward_rounds) == (0, 32 * 60, 60)
+
+
+# -- scale-out -----------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_dask_operator_matches_in_process():
+    distributed = pytest.importorskip("distributed")
+    from geoinv.fluids import DaskOperator
+
+    op = NavierStokesObservation(16, t_final=0.5)
+    x = torch.stack([_smooth_field(16, seed=s) / 10 for s in range(5)]).reshape(5, 256, 1)
+    expected = op(x)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                                  silence_logs=50) as cluster, distributed.Client(cluster) as client:
+        dop = DaskOperator(op, client, chunks=3)
+        got = dop(x)
+        assert dop.differentiable is False and dop.noise_std == op.noise_std
+        with pytest.raises(NotDifferentiableError):
+            dop(x.clone().requires_grad_(True))
+    # same numbers up to float32 round-off (batched FFT/SIMD paths differ with the chunk size)
+    assert torch.allclose(got, expected, rtol=1e-5, atol=1e-5), float((got - expected).abs().max())
