@@ -52,19 +52,19 @@ def demo(args: argparse.Namespace) -> int:
     gp = _bunny.fitted_gaussian()
     methods = [("harmonic", {}), ("gaussian", {"prior": gp})]
     if not args.classical_only:
-        methods += [(m, {**o, "prior": "bunny-mnist", **_demo_budget(m)}) for m, o in _bunny.learned_methods()]
+        methods += [(m, {**o, "prior": "bunny-mnist"}) for m, o in _bunny.learned_methods()]
     posts: dict = {}
     rows = run_methods(truth, observed, mask, methods=methods, noise_std=_bunny.NOISE_STD, data_range=1.0,
                        seed=args.seed, progress=not args.no_progress, posteriors=posts)
     print(_table(rows, [("method", "method", ""), ("psnr", "PSNR [dB]", ".2f"), ("s_per_signal", "s/digit", ".2f"),
                         ("nfe", "NFE/digit", ".0f"), ("n_forward", "forward/digit", ".0f")]))
-    center, axes = datasets.bunny_frame(truth.vertices.numpy())
+    _, axes = datasets.bunny_frame(truth.vertices.numpy())
     pngs = []
     for i in range(args.n):
         panels = {"truth": truth.point_values()[i, :, 0], "observed": observed.point_values()[i, :, 0]}
         for name, post in posts.items():
             panels[name] = post.mean.point_values()[i, :, 0]
-        std_from = next((n for n in ("enkg", "dps", "flow", "gaussian") if n in posts and posts[n].std is not None), None)
+        std_from = next((n for n in ("dps", "flow", "gaussian") if n in posts and posts[n].std is not None), None)
         if std_from:
             panels[f"{std_from} std"] = posts[std_from].std.point_values()[i, :, 0]
         k = len(panels)
@@ -77,11 +77,6 @@ def demo(args: argparse.Namespace) -> int:
     _write_json(out / "metrics.json", summary)
     print(f"wrote {len(pngs)} pictures and metrics.json to {out}/ in {summary['seconds']:.0f} s")
     return 0
-
-
-def _demo_budget(method: str) -> dict:
-    """Fewer sampler steps than the benchmark so the demo stays within a few minutes on 2 cores."""
-    return {"dps": {"n_samples": 2}, "mcg": {"n_samples": 2}, "enkg": {"n_samples": 32}}.get(method, {})
 
 
 def bench(args: argparse.Namespace) -> int:
