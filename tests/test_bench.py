@@ -1,0 +1,47 @@
+"""Benchmark machinery: markdown sections are replaced in place; method rows carry the right numbers."""
+
+import math
+
+import numpy as np
+import torch
+import trimesh
+
+from geoinv import MeshSignal, metrics
+from geoinv.bench import markdown_table, write_section
+from geoinv.bench._common import noisy_observation, run_methods
+from geoinv.priors import GaussianPrior
+
+
+def test_write_section_replaces_only_its_block(tmp_path):
+    p = tmp_path / "b.md"
+    write_section(p, "a", "first A")
+    write_section(p, "b", "first B")
+    write_section(p, "a", "second A")
+    text = p.read_text()
+    assert "second A" in text and "first A" not in text and "first B" in text
+    assert text.index("second A") < text.index("first B")  # replaced in place, not appended
+    assert not [f for f in tmp_path.iterdir() if f.name.startswith(".")]  # no temp files left
+
+
+def test_markdown_table_formats_and_marks_missing():
+    t = markdown_table([{"m": "x", "v": 1.23456}, {"m": "y"}], [("m", "method", ""), ("v", "value", ".2f")])
+    assert t.splitlines()[2] == "| x | 1.23 |" and t.splitlines()[3] == "| y | – |"
+
+
+def test_run_methods_rows_match_metrics():
+    mesh = trimesh.creation.icosphere(subdivisions=1)
+    rng = np.random.default_rng(0)
+    truth = MeshSignal.from_trimesh(mesh, values=rng.normal(size=(42, 1))).with_point_values(
+        torch.as_tensor(rng.normal(size=(3, 42, 1)), dtype=torch.float32))
+    mask = torch.as_tensor(rng.random((3, 42)) < 0.6)
+    obs = noisy_observation(truth, mask, 0.1, seed=0)
+    assert torch.isnan(obs.point_values()[~mask]).all()
+    prior = GaussianPrior(torch.zeros(42, 1), torch.eye(42))
+    posts = {}
+    rows = run_methods(truth, obs, mask, methods=[("harmonic", {}), ("gaussian", {"prior": prior, "n_samples": 8})],
+                       noise_std=0.1, data_range=2.0, posteriors=posts)
+    assert [r["method"] for r in rows] == ["harmonic", "gaussian"]
+    est = posts["gaussian"].mean.point_values().double()
+    expect = metrics.psnr(est, truth.point_values().double(), 2.0).mean().item()
+    assert math.isclose(rows[1]["psnr"], expect, rel_tol=1e-12)
+    assert 0 <= rows[1]["cover90"] <= 1 and rows[1]["n_samples"] == 8 and "crps" not in rows[0]
