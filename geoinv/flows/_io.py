@@ -20,6 +20,7 @@ import torch
 from geoinv._version import __version__
 from geoinv.errors import CheckpointError, DomainMismatchError
 from geoinv.flows._model import ConditionalFlow, FlowConfig, latent_basis
+from geoinv.io._checkpoint import _paths
 
 __all__ = ["save_flow", "load_flow", "load_shipped_flow", "has_shipped_flow", "list_shipped_flows", "FLOW_FORMAT"]
 
@@ -27,13 +28,6 @@ log = logging.getLogger(__name__)
 
 FLOW_FORMAT = "geoinv-flow"
 FLOW_FORMAT_VERSION = 1
-
-
-def _paths(path: str | os.PathLike) -> tuple[Path, Path]:
-    p = Path(path)
-    if p.suffix in (".safetensors", ".json"):
-        p = p.with_suffix("")
-    return p.with_name(p.name + ".safetensors"), p.with_name(p.name + ".json")
 
 
 def basis_sha256(basis: dict) -> str:

@@ -338,14 +338,11 @@ def train_flow(config_path: str | os.PathLike | FlowTrainConfig, *, out_dir: str
     """
     from geoinv.flows._io import save_flow
     from geoinv.training._data import load_split, train_val
+    from geoinv.training._train import prepare_run
 
     cfg = config_path if isinstance(config_path, FlowTrainConfig) else load_flow_config(config_path)
-    if max_steps is not None:
-        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=int(max_steps)))
+    cfg, out = prepare_run(cfg, out_dir, max_steps)
     o = cfg.train
-    if o.threads:
-        torch.set_num_threads(o.threads)
-    out = Path(out_dir) if out_dir is not None else Path("runs") / cfg.name
     prior = _load_prior(cfg.prior)
     split = load_split(cfg.data, "train")
     if prior.fingerprint is not None and split.signal.fingerprint != prior.fingerprint:

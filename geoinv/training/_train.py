@@ -224,6 +224,16 @@ def _lr_at(step: int, o) -> float:
     return o.lr * (o.lr_final + (1 - o.lr_final) * 0.5 * (1 + math.cos(math.pi * min(t, 1.0))))
 
 
+def prepare_run(cfg, out_dir, max_steps):
+    """Apply ``max_steps`` and the thread count of a run config; its run folder (``runs/<name>``
+    by default). Shared by prior and flow training."""
+    if max_steps is not None:
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=int(max_steps)))
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    return cfg, Path(out_dir) if out_dir is not None else Path("runs") / cfg.name
+
+
 def train(config_path: str | os.PathLike | TrainConfig, *, out_dir: str | os.PathLike | None = None,
           resume: bool = True, progress: bool = True, max_steps: int | None = None) -> TrainResult:
     """Train a diffusion prior from a YAML config (``geoinv train configs/<name>.yaml``).
@@ -257,12 +267,8 @@ def train(config_path: str | os.PathLike | TrainConfig, *, out_dir: str | os.Pat
     from geoinv.training._data import load_split, train_val
 
     cfg = config_path if isinstance(config_path, TrainConfig) else load_config(config_path)
-    if max_steps is not None:
-        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps=int(max_steps)))
+    cfg, out = prepare_run(cfg, out_dir, max_steps)
     o = cfg.train
-    if o.threads:
-        torch.set_num_threads(o.threads)
-    out = Path(out_dir) if out_dir is not None else Path("runs") / cfg.name
     out.mkdir(parents=True, exist_ok=True)
     cfg_dict = config_to_dict(cfg)
 
