@@ -63,6 +63,9 @@ def _priors():
     yield "unet-residual", EDMDenoiser(_randomize(UNet2d(UNetConfig(height=4, width=6, widths=(4, 4)))), 1.0,
                                        base=GaussianPrior.fit(torch.randn(10, 24, 1), rank=4), data_std=1.0,
                                        fingerprint=grid.fingerprint, event_shape=(24, 1), name="u")
+    yield "graph-residual-base-input", EDMDenoiser(
+        _randomize(GraphUNet.from_signal(mesh, widths=(4, 8), cond_channels=1)), 1.0, base=gp, base_input=True,
+        data_mean=0.1, data_std=1.3, fingerprint=mesh.fingerprint, event_shape=(42, 1), name="gb")
     yield "gaussian", gp
 
 
@@ -80,6 +83,7 @@ def test_round_trip_is_bit_exact(tmp_path, name, prior):
         for k in sd0:
             assert sd0[k].dtype == sd1[k].dtype and torch.equal(sd0[k], sd1[k]), k
         assert torch.equal(prior.data_mean, back.data_mean) and prior.data_std == back.data_std
+        assert back.base_input == prior.base_input
         g0, g1 = prior.base, back.base
     else:
         g0, g1 = prior, back

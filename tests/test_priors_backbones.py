@@ -63,6 +63,45 @@ def test_graph_unet_is_permutation_equivariant():
     assert_permutation_equivariant(lambda v: net0(v, c), x, perm, permuted=lambda v: net_q(v, c), atol=2e-5)
 
 
+def test_node_group_norm_with_film_matches_the_unfused_reference():
+    from geoinv.priors.backbones._graph import NodeGroupNorm
+
+    torch.manual_seed(0)
+    norm = NodeGroupNorm(12, groups=4).double()
+    with torch.no_grad():
+        norm.weight.add_(torch.randn(12, dtype=torch.float64))
+        norm.bias.add_(torch.randn(12, dtype=torch.float64))
+    h = 3 + 2 * torch.randn(50, 3, 12, dtype=torch.float64)  # [N, B, C], far from zero mean
+    scale, shift = torch.randn(3, 12, dtype=torch.float64), torch.randn(3, 12, dtype=torch.float64)
+    # reference: torch's GroupNorm over (B, C, N), then the affine, then FiLM
+    ref = torch.nn.functional.group_norm(h.permute(1, 2, 0), 4, norm.weight, norm.bias, eps=norm.eps).permute(2, 0, 1)
+    assert torch.allclose(norm(h), ref, atol=1e-10)
+    assert torch.allclose(norm(h, scale, shift), ref * (1 + scale) + shift, atol=1e-10)
+
+
+def test_graph_conv_equals_linear_on_the_concatenation():
+    from geoinv.priors.backbones._graph import GraphConv
+
+    torch.manual_seed(0)
+    n = 30
+    a = torch.rand(n, n, dtype=torch.float64)
+    a = a + a.T  # symmetric, as the normalized adjacency
+    conv = GraphConv(5, 7).double()
+    h = torch.randn(n, 2, 5, dtype=torch.float64)
+    ref = conv.lin(torch.cat([h, torch.einsum("ij,jbc->ibc", a, h)], -1))
+    out = conv(h, a.to_sparse_csr())
+    assert torch.allclose(out, ref, atol=1e-10)
+
+
+def test_cond_channels_widen_the_input_only():
+    mesh = _icosphere(1)
+    for net, n in ((GraphUNet.from_signal(mesh, widths=(4, 8), cond_channels=2), 42),
+                   (MLPBackbone(MLPConfig(n_points=20, hidden=8, cond_channels=2)), 20),
+                   (UNet2d(UNetConfig(height=4, width=5, widths=(4, 4), cond_channels=2)), 20)):
+        out = _randomize(net)(torch.randn(2, n, 3), torch.zeros(2))
+        assert out.shape == (2, n, 1)
+
+
 def test_fps_clustering_is_order_independent():
     g = np.random.default_rng(0)
     pos = g.normal(size=(300, 3))

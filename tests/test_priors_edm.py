@@ -108,6 +108,37 @@ def test_residual_mode_with_zero_init_is_exactly_the_gaussian():
     assert bb.out.weight.grad is not None and bb.out.weight.grad.abs().sum() > 0
 
 
+def test_base_input_feeds_the_gaussian_estimate_to_the_backbone():
+    """``base_input``: the backbone sees [c_in x_n, (D_gauss - mean) / std]; zero init is still the Gaussian."""
+    gp = _gaussian(8)
+    bb = _Const()
+    bb.config = type("Cfg", (), {"cond_channels": 1})()
+    prior = EDMDenoiser(bb, 1.0, base=gp, base_input=True, data_mean=gp.mean, data_std=1.7, event_shape=(8, 1))
+    x = gp.sample(4, torch.Generator().manual_seed(1)).double()
+    s = torch.tensor([0.05, 0.3, 1.0, 4.0], dtype=torch.float64)
+    out = prior.denoise(x, s)
+    sn = (s / 1.7)[:, None, None]
+    c_in, c_out = 1 / (sn**2 + 1).sqrt(), sn / (sn**2 + 1).sqrt()
+    d_g = gp.denoise(x, s)
+    seen = bb.seen[0].double()
+    assert seen.shape == (4, 8, 2)
+    assert torch.allclose(seen[..., :1], (c_in * (x - gp.mean) / 1.7), atol=1e-6)
+    assert torch.allclose(seen[..., 1:], (d_g - gp.mean) / 1.7, atol=1e-6)
+    f = bb.w.detach().double() * torch.sin(bb.seen[0].double()) + bb.seen[1].double()[:, None, None]
+    assert torch.allclose(out, d_g + 1.7 * c_out * f, atol=1e-5)
+    # a zero-initialised backbone with the extra channel starts at the Gaussian's exact denoiser
+    net = MLPBackbone(MLPConfig(n_points=8, hidden=16, depth=1, cond_channels=1))
+    zero = EDMDenoiser(net, 1.0, base=gp, base_input=True, data_mean=gp.mean, data_std=1.7, event_shape=(8, 1))
+    assert torch.equal(zero.denoise(x, 0.3), gp.denoise(x, 0.3))
+    # clear errors: no base, or a backbone without the extra input channel
+    with pytest.raises(ValueError, match="needs a Gaussian base"):
+        EDMDenoiser(net, 1.0, base_input=True, event_shape=(8, 1))
+    from geoinv.errors import ShapeError
+
+    with pytest.raises(ShapeError, match="cond_channels=1"):
+        EDMDenoiser(MLPBackbone(MLPConfig(n_points=8, hidden=16)), 1.0, base=gp, base_input=True, event_shape=(8, 1))
+
+
 def test_gaussian_denoiser_is_the_exact_posterior_mean():
     gp = _gaussian(6)
     y = gp.sample(3, torch.Generator().manual_seed(2)) + 0.5 * torch.randn(3, 6, 1, dtype=torch.float64)

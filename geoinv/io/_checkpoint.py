@@ -81,6 +81,7 @@ def save_prior(prior: Any, path: str | os.PathLike, *, training: dict | None = N
         tensors["data_mean"] = prior.data_mean
         meta["kind"] = "edm"
         meta["edm"] = {"sigma_data": prior.sigma_data, "data_std": prior.data_std, "residual": prior.residual,
+                       "base_input": prior.base_input,
                        "backbone": {"type": prior.backbone.kind, "config": prior.backbone.get_config()}}
         if prior.base is not None:
             tensors.update(_gaussian_tensors(prior.base))
@@ -175,8 +176,8 @@ def load_prior(path: str | os.PathLike) -> Any:
             backbone = BACKBONES[btype].from_config(e["backbone"]["config"], bt)
             backbone.load_state_dict(bt, strict=True)
             base = _gaussian_from(tensors, meta) if e.get("residual") else None
-            prior = EDMDenoiser(backbone, e["sigma_data"], base=base, data_mean=tensors["data_mean"],
-                                data_std=e["data_std"], fingerprint=meta.get("fingerprint"),
+            prior = EDMDenoiser(backbone, e["sigma_data"], base=base, base_input=bool(e.get("base_input", False)),
+                                data_mean=tensors["data_mean"], data_std=e["data_std"], fingerprint=meta.get("fingerprint"),
                                 event_shape=tuple(meta["event_shape"]), name=meta.get("name", "edm"))
             prior.eval()
         else:

@@ -25,7 +25,11 @@ with :math:`c_{skip} = \sigma_d^2 / (\sigma^2 + \sigma_d^2)`, :math:`c_{out} = \
 :math:`c_{in} = 1 / \sqrt{\sigma^2 + \sigma_d^2}`, :math:`c_{noise} = \ln(\sigma) / 4`.
 In the *residual* mode a fitted :class:`~geoinv.priors.GaussianPrior` replaces the skip term:
 ``D(x; sigma) = D_gauss(x; sigma) + std * c_out * F(...)``; with ``F``'s last layer
-zero-initialised, training starts exactly at the Gaussian's exact denoiser.
+zero-initialised, training starts exactly at the Gaussian's exact denoiser. With
+``base_input`` the backbone also sees the Gaussian's estimate as extra input channels,
+``F([c_in x_n, (D_gauss - mean) / std], c_noise)``: a local network (graph or grid U-Net)
+then refines a global linear estimate instead of having to rebuild it from its receptive
+field (on a painted mesh, for example, it gets the average of the front and the back).
 
 References
 ----------
@@ -121,6 +125,9 @@ class EDMDenoiser(nn.Module, Prior):
     base : GaussianPrior, optional
         Residual mode: ``D(x; s) = base.denoise(x; s) + std * c_out(s / std) * F(...)``.
         The base is fitted on the training split, in data units.
+    base_input : bool
+        Feed the normalized base estimate to the backbone as ``C`` extra input channels
+        (the backbone must be built with ``cond_channels = C``). Needs ``base``.
     data_mean : float or Tensor, shape (C,) or (N, C)
     data_std : float
         One scalar for all channels (so that isotropic noise stays isotropic).
@@ -137,12 +144,20 @@ class EDMDenoiser(nn.Module, Prior):
     """
 
     def __init__(self, backbone: nn.Module, sigma_data: float = 1.0, *, base: Prior | None = None,
-                 data_mean: Any = 0.0, data_std: float = 1.0, fingerprint: str | None = None,
-                 event_shape: tuple[int, int] = (0, 0), name: str = "edm"):
+                 base_input: bool = False, data_mean: Any = 0.0, data_std: float = 1.0,
+                 fingerprint: str | None = None, event_shape: tuple[int, int] = (0, 0), name: str = "edm"):
         nn.Module.__init__(self)
         self.backbone = backbone
         self.sigma_data = float(sigma_data)
         self.base = base
+        self.base_input = bool(base_input)
+        if self.base_input and base is None:
+            raise ValueError("base_input=True needs a Gaussian base (residual mode)")
+        cond = getattr(getattr(backbone, "config", None), "cond_channels", 0)
+        n_ch = int(event_shape[1]) if len(event_shape) > 1 else 0
+        if self.base_input and n_ch and cond != n_ch:
+            raise ShapeError(f"base_input needs a backbone with cond_channels={n_ch} (the signal's channels), "
+                             f"got {cond}")
         self.register_buffer("data_mean", torch.as_tensor(data_mean, dtype=torch.float64).clone())
         self.data_std = float(data_std)
         if self.data_std <= 0:
@@ -187,9 +202,14 @@ class EDMDenoiser(nn.Module, Prior):
         mean = self.data_mean.to(device=x.device, dtype=x.dtype)
         xn = (x - mean) / self.data_std
         wd = self._net_dtype()
-        f = self.backbone((c_in * xn).to(wd), c_noise.reshape(-1).to(wd)).to(x.dtype)
+        inp = c_in * xn
         if self.base is not None:
-            return self.base.denoise(x, s.reshape(-1)) + (self.data_std * c_out) * f
+            d_base = self.base.denoise(x, s.reshape(-1))
+            if self.base_input:
+                inp = torch.cat([inp, (d_base - mean) / self.data_std], -1)
+        f = self.backbone(inp.to(wd), c_noise.reshape(-1).to(wd)).to(x.dtype)
+        if self.base is not None:
+            return d_base + (self.data_std * c_out) * f
         return mean + self.data_std * (c_skip * xn + c_out * f)
 
     def forward(self, x: torch.Tensor, sigma: Any) -> torch.Tensor:  # noqa: D102
@@ -197,7 +217,8 @@ class EDMDenoiser(nn.Module, Prior):
 
     def __repr__(self) -> str:
         return (f"EDMDenoiser(name={self.name!r}, backbone={type(self.backbone).__name__}, "
-                f"residual={self.residual}, event_shape={self.event_shape}, data_std={self.data_std:.4g})")
+                f"residual={self.residual}, base_input={self.base_input}, event_shape={self.event_shape}, "
+                f"data_std={self.data_std:.4g})")
 
 
 # --------------------------------------------------------------------------------------------

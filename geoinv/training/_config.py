@@ -104,6 +104,9 @@ class ModelConfig:
         fitted to the training part of the data.
     gaussian_rank : int, optional
         Rank of the Gaussian base (probabilistic PCA; ``None`` = full).
+    base_input : bool
+        Residual mode only: the backbone also sees the Gaussian's estimate as input
+        channels (:class:`~geoinv.priors.EDMDenoiser` ``base_input``).
     normalize : {"channel", "point"}
         Subtract the per-channel or the per-point training mean; divide by one scalar std.
     sigma_data : float
@@ -113,6 +116,7 @@ class ModelConfig:
     backbone: str = "mlp"
     residual: bool = True
     gaussian_rank: int | None = 128
+    base_input: bool = False
     normalize: str = "channel"
     sigma_data: float = 1.0
     mlp: MLPOptions = field(default_factory=MLPOptions)
@@ -124,6 +128,8 @@ class ModelConfig:
             raise ValueError(f"unknown backbone {self.backbone!r}; choose mlp, graph or unet")
         if self.normalize not in ("channel", "point"):
             raise ValueError("normalize must be 'channel' or 'point'")
+        if self.base_input and not self.residual:
+            raise ValueError("base_input needs residual: true (the Gaussian base is what it feeds in)")
 
 
 @dataclass(frozen=True)

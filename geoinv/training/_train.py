@@ -52,14 +52,15 @@ def build_prior(cfg: TrainConfig, signal: Any, fit_x: torch.Tensor):
     mean = x64.mean(0) if m.normalize == "point" else x64.mean((0, 1))
     std = float((x64 - mean).std())
     torch.manual_seed(cfg.train.seed)  # parameter initialisation only
+    cond = c if m.base_input else 0
     if m.backbone == "mlp":
         o = m.mlp
         bb = MLPBackbone(MLPConfig(n_points=n, channels=c, hidden=o.hidden, depth=o.depth, emb_dim=o.emb_dim,
-                                   dropout=o.dropout))
+                                   dropout=o.dropout, cond_channels=cond))
     elif m.backbone == "graph":
         o = m.graph
         bb = GraphUNet.from_signal(signal, widths=o.widths, blocks=o.blocks, emb_dim=o.emb_dim, n_pos=o.n_pos,
-                                   factor=o.factor)
+                                   factor=o.factor, cond_channels=cond)
     else:
         o = m.unet
         if getattr(signal, "kind", None) == "grid":
@@ -69,12 +70,13 @@ def build_prior(cfg: TrainConfig, signal: Any, fit_x: torch.Tensor):
         else:
             raise ValueError("the unet backbone needs a grid (GridSignal or a lat/lon SphereSignal)")
         bb = UNet2d(UNetConfig(height=hw[0], width=hw[1], channels=c, widths=o.widths, blocks=o.blocks,
-                               emb_dim=o.emb_dim, periodic=tuple(o.periodic)))
+                               emb_dim=o.emb_dim, periodic=tuple(o.periodic), cond_channels=cond))
     base = None
     if m.residual:
         base = GaussianPrior.fit(x64, rank=m.gaussian_rank, fingerprint=signal.fingerprint, name=f"{cfg.name}-gaussian")
         base = _float32_exact(base)
-    return EDMDenoiser(bb, m.sigma_data, base=base, data_mean=mean, data_std=std, fingerprint=signal.fingerprint,
+    return EDMDenoiser(bb, m.sigma_data, base=base, base_input=m.base_input, data_mean=mean, data_std=std,
+                       fingerprint=signal.fingerprint,
                        event_shape=(n, c), name=cfg.name)
 
 
@@ -363,8 +365,8 @@ def train(config_path: str | os.PathLike | TrainConfig, *, out_dir: str | os.Pat
 def _with_backbone(model, backbone):
     from geoinv.priors.edm import EDMDenoiser
 
-    return EDMDenoiser(backbone, model.sigma_data, base=model.base, data_mean=model.data_mean,
-                       data_std=model.data_std, fingerprint=model.fingerprint, event_shape=model.event_shape,
+    return EDMDenoiser(backbone, model.sigma_data, base=model.base, base_input=model.base_input,
+                       data_mean=model.data_mean, data_std=model.data_std, fingerprint=model.fingerprint, event_shape=model.event_shape,
                        name=model.name)
 
 

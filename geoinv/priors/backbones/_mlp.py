@@ -19,7 +19,9 @@ class MLPConfig:
     Parameters
     ----------
     n_points, channels : int
-        Event shape ``(N, C)``; the MLP sees the flattened ``N * C`` vector.
+        Event shape ``(N, C)``; the MLP sees the flattened ``N * (C + cond_channels)`` vector.
+    cond_channels : int
+        Extra per-point input channels (not in the output); see :class:`~geoinv.priors.backbones.GraphNetConfig`.
     hidden : int
         Width of the hidden layers.
     depth : int
@@ -39,6 +41,7 @@ class MLPConfig:
     emb_dim: int = 64
     dropout: float = 0.0
     zero_init: bool = True
+    cond_channels: int = 0
 
 
 class _Block(nn.Module):
@@ -78,7 +81,7 @@ class MLPBackbone(Backbone):
         self.config = config
         d, h = config.n_points * config.channels, config.hidden
         self.emb = NoiseEmbedding(config.emb_dim)
-        self.inp = nn.Linear(d, h)
+        self.inp = nn.Linear(config.n_points * (config.channels + config.cond_channels), h)
         self.emb_in = nn.Linear(config.emb_dim, h)
         self.blocks = nn.ModuleList(_Block(h, config.emb_dim, config.dropout) for _ in range(config.depth))
         self.norm_out = nn.LayerNorm(h)
@@ -94,10 +97,10 @@ class MLPBackbone(Backbone):
                              emb_dim=emb_dim, dropout=dropout, zero_init=zero_init))
 
     def forward(self, x: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
-        """``x`` (B, N, C), ``c_noise`` (B,) -> (B, N, C)."""
+        """``x`` (B, N, C + cond_channels), ``c_noise`` (B,) -> (B, N, C)."""
         b = x.shape[0]
         e = self.emb(c_noise)
         h = self.inp(x.reshape(b, -1)) + self.emb_in(e)
         for blk in self.blocks:
             h = blk(h, e)
-        return self.out(torch.nn.functional.silu(self.norm_out(h))).reshape(x.shape)
+        return self.out(torch.nn.functional.silu(self.norm_out(h))).reshape(b, self.config.n_points, self.config.channels)

@@ -23,6 +23,8 @@ class UNetConfig:
         Grid shape; points are row-major ``i * width + j`` (the :class:`~geoinv.GridSignal`
         and lat/lon :class:`~geoinv.SphereSignal` layouts).
     channels : int
+    cond_channels : int
+        Extra input channels (not in the output); see :class:`~geoinv.priors.backbones.GraphNetConfig`.
     widths : tuple of int
         Channels per resolution, finest first (``len - 1`` downsamplings by 2).
     blocks : int
@@ -42,6 +44,7 @@ class UNetConfig:
     emb_dim: int = 64
     periodic: tuple = (False, False)
     zero_init: bool = True
+    cond_channels: int = 0
 
 
 class _Conv(nn.Module):
@@ -95,7 +98,7 @@ class UNet2d(Backbone):
         per = tuple(bool(p) for p in config.periodic)
         ws, emb = config.widths, config.emb_dim
         self.emb = NoiseEmbedding(emb)
-        self.inp = _Conv(config.channels, ws[0], per)
+        self.inp = _Conv(config.channels + config.cond_channels, ws[0], per)
         self.down = nn.ModuleList()
         for l, w in enumerate(ws):
             cin = ws[l - 1] if l else ws[0]
@@ -112,7 +115,7 @@ class UNet2d(Backbone):
 
     @classmethod
     def from_signal(cls, signal, *, widths: tuple = (32, 64, 96), blocks: int = 1, emb_dim: int = 64,
-                    periodic: tuple | None = None, zero_init: bool = True) -> "UNet2d":
+                    periodic: tuple | None = None, zero_init: bool = True, cond_channels: int = 0) -> "UNet2d":
         """Build for a :class:`~geoinv.GridSignal` (periodic as the grid) or a lat/lon :class:`~geoinv.SphereSignal`.
 
         ``periodic`` defaults to ``(p, p)`` for a grid with ``periodic=p`` and to ``(False, True)``
@@ -131,11 +134,11 @@ class UNet2d(Backbone):
             raise ValueError("UNet2d needs a GridSignal or a SphereSignal on a regular lat/lon grid")
         cfg = UNetConfig(height=h, width=w, channels=signal.n_channels, widths=tuple(widths), blocks=blocks,
                          emb_dim=emb_dim, periodic=tuple(periodic) if periodic is not None else per,
-                         zero_init=zero_init)
+                         zero_init=zero_init, cond_channels=cond_channels)
         return cls(cfg)
 
     def forward(self, x: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
-        """``x`` (B, H*W, C), ``c_noise`` (B,) -> (B, H*W, C)."""
+        """``x`` (B, H*W, C + cond_channels), ``c_noise`` (B,) -> (B, H*W, C)."""
         cfg = self.config
         b, n, c = x.shape
         h = x.transpose(1, 2).reshape(b, c, cfg.height, cfg.width)
@@ -161,4 +164,4 @@ class UNet2d(Backbone):
             for blk in self.up[l]:
                 h = blk(h, e)
         h = self.out(fn.silu(self.norm_out(h)))[:, :, :cfg.height, :cfg.width]
-        return h.reshape(b, c, n).transpose(1, 2)
+        return h.reshape(b, cfg.channels, n).transpose(1, 2)
