@@ -114,6 +114,42 @@ def test_dsm_bound_gradient_is_gaussian_score():
     assert float((grad - exact).norm() / exact.norm()) < 0.05
 
 
+def test_dsm_bound_control_variate_same_expectation_less_variance():
+    """The Gaussian control variate: exact for prior = control, unbiased and lower-variance otherwise."""
+    ctrl = ring_prior()
+    i = torch.arange(D)
+    dist = (i[:, None] - i[None, :]).abs().double()
+    dist = torch.minimum(dist, D - dist)
+    other = GaussianPrior(0.2 * torch.ones(D, 1), 1.3 * torch.exp(-dist / 3.0) + 0.05 * torch.eye(D))
+    b = latent_basis(ctrl)
+    gauss = (b["mean"].reshape(-1), b["eigvecs"], b["eigvals"])
+    x = ctrl.sample(2, torch.Generator().manual_seed(0))
+    kw = dict(sigma_min=0.05, sigma_max=3.0, gaussian=gauss)
+    # prior = control: the estimate is the Gaussian's exact -log p (+ const), whatever the draw
+    exact = dsm_bound(ctrl, x, control=ctrl, generator=torch.Generator().manual_seed(5), **kw)
+    lp = ctrl.log_prob(x)
+    assert abs(float((exact[0] - exact[1]) + (lp[0] - lp[1]))) < 1e-9
+    # another prior: same expectation as the plain estimator, up to an x-independent constant
+    # (compare the difference between two signals), far smaller spread
+    n = 4000
+    xr = x.repeat_interleave(n, 0)
+    plain = dsm_bound(other, xr, generator=torch.Generator().manual_seed(1), **kw).reshape(2, n)
+    cv = dsm_bound(other, xr, control=ctrl, generator=torch.Generator().manual_seed(2), **kw).reshape(2, n)
+    d_plain, d_cv = plain[0] - plain[1], cv[0] - cv[1]
+    se = (d_plain.var() / n + d_cv.var() / n).sqrt()
+    assert abs(float(d_plain.mean() - d_cv.mean())) < 4 * float(se)
+    assert float(cv.var(1).max()) < 0.05 * float(plain.var(1).min())
+    # a low-rank (PPCA) control: its closed-form term is the Monte-Carlo mean of its own estimator
+    from geoinv.flows import gaussian_dsm_term
+
+    ppca = GaussianPrior.fit(ctrl.sample(200, torch.Generator().manual_seed(7)), rank=3)
+    mc = dsm_bound(ppca, xr, sigma_min=0.05, sigma_max=3.0, generator=torch.Generator().manual_seed(8))
+    mc = (mc - ((xr - ppca.mean) ** 2).flatten(1).sum(1) / (2 * 3.0**2)).reshape(2, n)  # drop the upper tail
+    gt = gaussian_dsm_term(ppca, x, 0.05, 3.0)
+    se = float((mc[0] - mc[1]).std() / n**0.5)
+    assert abs(float((mc[0] - mc[1]).mean() - (gt[0] - gt[1]))) < 4 * se
+
+
 def test_trained_flow_matches_gaussian_posterior():
     """Train from scratch (~10 s) with the unsupervised KL objective; compare with the exact posterior.
 
@@ -166,6 +202,35 @@ def test_gaussian_base_is_exact_posterior_and_training_keeps_it():
     em, es, _ = prior.posterior(y, m, NOISE)
     assert float(((mean.double() - em) / es).abs().max()) < 0.15
     assert float((std.double() / es - 1).abs().max()) < 0.1
+
+
+def test_refined_base_is_the_priors_tweedie_estimate_of_the_gaussian_mean(tmp_path):
+    """base='refined': latent mean = encode(D(Gaussian posterior mean; c * rms posterior std)), same covariance."""
+    prior = ring_prior()
+    i = torch.arange(D)
+    dist = (i[:, None] - i[None, :]).abs().double()
+    dist = torch.minimum(dist, D - dist)
+    refiner = GaussianPrior(0.1 * torch.ones(D, 1), 0.7 * torch.exp(-dist / 1.5) + 0.02 * torch.eye(D))  # "learned"
+    cfg = dict(n_couplings=2, hidden=16, context_dim=16, noise_std=NOISE)
+    gauss = ConditionalFlow(latent_basis(prior), FlowConfig(**cfg)).double()
+    flow = ConditionalFlow(latent_basis(prior), FlowConfig(base="refined", refine_scale=2.0, **cfg)).double()
+    _, y, m = _measure(prior, 4, 5)
+    with pytest.raises(ValueError, match="attach_prior"):
+        flow.condition(y, m)
+    flow.attach_prior(refiner)
+    em, es, _ = prior.posterior(y, m, NOISE)
+    s_post = es.pow(2).flatten(1).mean(1).sqrt()
+    want = refiner.denoise(em, 2.0 * s_post)
+    c_ref, c_g = flow.condition(y, m), gauss.condition(y, m)
+    assert torch.allclose(flow.decode(c_ref.mean_u), want, atol=1e-8)
+    assert torch.allclose(c_ref.chol, c_g.chol) and torch.allclose(c_ref.base_logdet, c_g.base_logdet)
+    # the prior is not part of the flow's state, and load_flow attaches it again
+    assert not any(k.startswith("_refiner") for k in flow.state_dict())
+    save_flow(flow, tmp_path / "refined")
+    with pytest.raises(CheckpointError, match="needs its diffusion prior"):
+        load_flow(tmp_path / "refined")
+    back = load_flow(tmp_path / "refined", prior=refiner)
+    assert torch.allclose(back.decode(back.condition(y.float(), m).mean_u).double(), want, atol=1e-5)
 
 
 def test_save_load_round_trip_bit_exact(tmp_path):

@@ -135,6 +135,15 @@ def load_flow(path: str | os.PathLike, prior: Any = None) -> ConditionalFlow:
         raise CheckpointError(f"{js_path}: the prior's latent basis differs from the one the flow was trained with "
                               "(another prior version?); re-train the flow for this prior")
     flow = ConditionalFlow(basis, cfg, fingerprint=meta.get("fingerprint"), name=meta.get("name", "flow"))
+    if cfg.base == "refined":
+        spec = prior if prior is not None else meta.get("prior")
+        if isinstance(spec, str):
+            from geoinv.flows._train import _load_prior
+
+            spec = _load_prior(spec)
+        if spec is None:
+            raise CheckpointError(f"{js_path}: a 'refined' flow needs its diffusion prior; pass prior=")
+        flow.attach_prior(spec)
     try:
         flow.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")}, strict=True)
     except RuntimeError as exc:

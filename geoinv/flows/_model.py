@@ -14,7 +14,12 @@ Structure (``z`` standard normal, ``u`` latent, ``x`` signal, ``D = N * C``)::
 * **Base** ``"gaussian"``: ``u0 = m_u + L^{-T} z``, the exact posterior of the latent
   coordinates under the Gaussian part of the prior and the masked Gaussian likelihood
   (``L L^T = I + W^T M W / s^2``, one ``r x r`` Cholesky factorisation per measurement,
-  no learned parameters). ``"standard"``: ``u0 = z``.
+  no learned parameters). ``"refined"``: the same covariance around a sharper mean, the
+  frozen diffusion prior's Tweedie estimate of the Gaussian posterior mean,
+  ``m_u = encode(D(mu + W m_u^G; c * s_post))`` with ``s_post`` the root-mean-square
+  Gaussian posterior std and ``c = refine_scale``: one denoiser call per *measurement*
+  (not per sample), which on Bunny-MNIST validation digits gains about 3 dB over the
+  Gaussian mean. ``"standard"``: ``u0 = z``.
 * **Context**: ``"gaussian"`` feeds ``[m_u, log std_u, missing fraction]`` (functions of
   ``y`` and the mask only) to an MLP; ``"raw"`` feeds ``[m * (y - mu) / s, m]`` (the
   measurement and the mask as input channels; for small domains).
@@ -58,7 +63,7 @@ class FlowConfig:
     rank : int, optional
         Latent dimension ``r`` (top principal directions of the prior's Gaussian part);
         ``None`` = all of them.
-    base : {"gaussian", "standard"}
+    base : {"gaussian", "refined", "standard"}
     context : {"gaussian", "raw"}
     n_couplings : int
         Affine coupling layers.
@@ -72,6 +77,10 @@ class FlowConfig:
         Measurement noise std the flow is trained for (data units).
     seed : int
         Seeds the coupling permutations and the parameter initialisation.
+    refine_scale : float
+        ``c`` of the ``"refined"`` base: the denoiser is called at ``c`` times the RMS
+        Gaussian posterior std (the Gaussian mean's error is structured, so the best level
+        is larger than its std; 2.5 was best on Bunny-MNIST validation digits).
     """
 
     rank: int | None = None
@@ -83,10 +92,13 @@ class FlowConfig:
     scale_clamp: float = 2.0
     noise_std: float = 0.1
     seed: int = 0
+    refine_scale: float = 2.5
 
     def __post_init__(self):
-        if self.base not in ("gaussian", "standard"):
-            raise ValueError(f"base must be 'gaussian' or 'standard', got {self.base!r}")
+        if self.base not in ("gaussian", "refined", "standard"):
+            raise ValueError(f"base must be 'gaussian', 'refined' or 'standard', got {self.base!r}")
+        if not self.refine_scale > 0:
+            raise ValueError(f"refine_scale must be positive, got {self.refine_scale}")
         if self.context not in ("gaussian", "raw"):
             raise ValueError(f"context must be 'gaussian' or 'raw', got {self.context!r}")
         if self.n_couplings < 0 or self.hidden < 1 or self.context_dim < 1:
@@ -240,6 +252,7 @@ class ConditionalFlow(nn.Module):
         self.register_buffer("W", (v * lam.sqrt()).float(), persistent=False)
         self.register_buffer("sqrt_lam", lam.sqrt().float(), persistent=False)
         self.register_buffer("WtW", self.W.T @ self.W, persistent=False)
+        self._pinv_cache: tuple = ()
         self.floor = float(basis["floor"])
         g = torch.Generator().manual_seed(config.seed)
         with torch.random.fork_rng():
@@ -254,6 +267,11 @@ class ConditionalFlow(nn.Module):
             self.couplings = nn.ModuleList(_Coupling(r, config.hidden, c, config.scale_clamp, p) for p in perms)
 
     # ------------------------------------------------------------------------------------------
+    def attach_prior(self, prior: Any) -> "ConditionalFlow":
+        """Give a ``"refined"`` flow its frozen diffusion prior (not a submodule: not saved, not trained)."""
+        self.__dict__["_refiner"] = prior
+        return self
+
     def basis(self) -> dict:
         """The float64 latent basis the flow was built on (see :func:`latent_basis`)."""
         return dict(self._basis)
@@ -319,9 +337,11 @@ class ConditionalFlow(nn.Module):
         chol = torch.linalg.cholesky(prec)
         rhs = (yc @ self.W) / s2
         mean_u = torch.cholesky_solve(rhs.unsqueeze(-1), chol).squeeze(-1)
+        if self.config.base == "refined":
+            mean_u = self._refine(mean_u, chol)
         # context feature: 1 / sqrt(diag P), the conditional std of each latent coordinate
         std_u = prec.diagonal(dim1=-2, dim2=-1).rsqrt()
-        if self.config.base == "gaussian":
+        if self.config.base != "standard":
             base_logdet = -chol.diagonal(dim1=-2, dim2=-1).log().sum(-1)
         else:
             base_logdet = torch.zeros(b, dtype=dt, device=yc.device)
@@ -332,11 +352,28 @@ class ConditionalFlow(nn.Module):
             feat = torch.cat([yc / s, m], -1)
         c = self.ctx_net(feat)
         ctx = [self.affine(c)] + [cp.context(c) for cp in self.couplings]
-        if self.config.base != "gaussian":
+        if self.config.base == "standard":
             chol, mean_u_base = None, torch.zeros_like(mean_u)
         else:
             mean_u_base = mean_u
         return Conditioning(mean_u_base, chol, std_u, ctx, base_logdet)
+
+    @torch.no_grad()
+    def _refine(self, mean_u: torch.Tensor, chol: torch.Tensor) -> torch.Tensor:
+        """Latent mean of the frozen prior's Tweedie estimate of the Gaussian posterior mean (B, r)."""
+        prior = self.__dict__.get("_refiner")
+        if prior is None:
+            raise ValueError("a flow with base='refined' needs its diffusion prior: flow.attach_prior(prior) "
+                             "(load_flow and geoinv.solve do this)")
+        # root-mean-square posterior std: trace(P^-1 W^T W) / D = ||L^-1 diag(sqrt lam)||_F^2 / D
+        # (W^T W = diag(lam): V is orthonormal), plus the complement's floor
+        eye = torch.diag_embed(self.sqrt_lam.to(chol.dtype)).expand(chol.shape)
+        tr = torch.linalg.solve_triangular(chol, eye, upper=False).pow(2).sum((-2, -1))
+        s_post = ((tr + self.floor * (self.dim - self.rank)) / self.dim).clamp_min(0).sqrt()
+        xg = self.decode(mean_u)
+        dt = next((p.dtype for p in prior.parameters()), xg.dtype) if isinstance(prior, nn.Module) else torch.float64
+        xr = prior.denoise(xg.to(dt), (self.config.refine_scale * s_post).to(dt)).to(xg.dtype)
+        return self.encode(xr)
 
     # ------------------------------------------------------------------------------------------
     def latent_forward(self, z: torch.Tensor, cond: Conditioning):
@@ -381,9 +418,17 @@ class ConditionalFlow(nn.Module):
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Signal (..., N, C) -> latent ``u`` (..., r) (the complement part is dropped)."""
         xf = x.to(self.W.dtype).reshape(*x.shape[:-2], -1) - self.mu
-        # least squares on the columns of W (exact inverse of decode on its span, even when V is only
-        # orthonormal to float32 precision)
-        return torch.linalg.solve(self.W.T @ self.W, (xf @ self.W).unsqueeze(-1)).squeeze(-1)
+        # least squares on the columns of W (inverse of decode on its span, even when V is only
+        # orthonormal to float32 precision); the pseudo-inverse is built once
+        return xf @ self._pinv().T
+
+    def _pinv(self) -> torch.Tensor:
+        """``(W^T W)^-1 W^T`` of the current ``W`` (float64 solve, cached per dtype/device/storage)."""
+        key = (self.W.dtype, self.W.device, self.W.data_ptr())
+        if not self._pinv_cache or self._pinv_cache[0] != key:
+            w = self.W.double()
+            self._pinv_cache = (key, torch.linalg.solve(w.T @ w, w.T).to(self.W.dtype))
+        return self._pinv_cache[1]
 
     # ------------------------------------------------------------------------------------------
     def forward(self, z: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, xi: torch.Tensor | None = None,
@@ -433,14 +478,20 @@ class ConditionalFlow(nn.Module):
 
     @torch.no_grad()
     def sample(self, y: torch.Tensor, mask: torch.Tensor, n_samples: int, generator: torch.Generator | None = None,
-               noise_std: float | None = None, complement: bool = True) -> torch.Tensor:
-        """Posterior samples, shape (B, n_samples, N, C): one coupling-network pass per sample."""
-        cond = self.condition(y, mask, noise_std)
+               noise_std: float | None = None, complement: bool = True, cond: Conditioning | None = None) -> torch.Tensor:
+        """Posterior samples, shape (B, n_samples, N, C): one coupling-network pass per sample.
+
+        ``cond`` (from :meth:`condition`) skips the per-measurement work when the same
+        measurements are sampled again. The complement directions (``r < D``) get their
+        ``N(0, floor)`` noise only when the floor is not negligible (above ``1e-8`` of the
+        largest latent variance; for Bunny-MNIST it is ``1e-9``: a std of ``1e-4``).
+        """
+        cond = self.condition(y, mask, noise_std) if cond is None else cond
         b = cond.std_u.shape[0]
         dt, dev = self.W.dtype, self.W.device
         z = torch.randn(b, n_samples, self.rank, generator=generator, dtype=dt, device=dev)
         xi = None
-        if complement and self.floor > 0 and self.dim > self.rank:
+        if complement and self.floor > 1e-8 * float(self.sqrt_lam[0]) ** 2 and self.dim > self.rank:
             xi = torch.randn(b, n_samples, self.dim, generator=generator, dtype=dt, device=dev)
         u, _ = self.latent_forward(z, cond)
         return self.decode(u, xi)
