@@ -37,11 +37,13 @@ def _datasets_subparsers(subparsers) -> argparse._SubParsersAction:
 
 def add_parser(subparsers) -> None:
     """Register ``geoinv datasets navier-stokes``."""
+    from geoinv.fluids._data import DEFAULT_N
+
     sub = _datasets_subparsers(subparsers)
     p = sub.add_parser("navier-stokes", help="GRF initial vorticity evolved 5 time units at Re 200 (train + test)",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--n", type=int, default=768, help="number of training fields")
-    p.add_argument("--n-test", type=int, default=16, help="number of test fields (disjoint seed)")
+    p.add_argument("--n", type=int, default=DEFAULT_N["train"], help="number of training fields")
+    p.add_argument("--n-test", type=int, default=DEFAULT_N["test"], help="number of test fields (disjoint seed)")
     p.add_argument("--resolution", type=int, default=64, choices=(64, 128))
     p.add_argument("--out", default=None, help="folder (default ~/.cache/geoinv/navier-stokes)")
     p.add_argument("--threads", type=int, default=None, help="torch threads")

@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 SCALE = 10.0
 #: seeds of the splits; per-field generators ``seed * 1_000_003 + i`` make the splits disjoint
 SEEDS = {"train": 0, "test": 1}
-DEFAULT_N = {"train": 768, "test": 16}
+DEFAULT_N = {"train": 3072, "test": 16}
 
 
 def default_dir() -> Path:

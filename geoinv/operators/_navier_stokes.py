@@ -325,6 +325,12 @@ class NavierStokesObservation(Operator):
         """``(N / stride, N / stride)``."""
         return (self.n // self.stride, self.n // self.stride)
 
+    def localization(self, radius: float):
+        """A :class:`~geoinv.samplers.Localization` for EnKG: the unknown's grid and the observed points on the torus."""
+        from geoinv.samplers import Localization
+
+        return Localization.torus_grid(self.n, self.stride, radius)
+
     def observe(self, w: torch.Tensor) -> torch.Tensor:
         """Sub-sample a physical field ``w`` (B, N, N) to the layout of ``y``: (B, M, 1)."""
         return w[:, :: self.stride, :: self.stride].reshape(w.shape[0], -1, 1)

@@ -25,6 +25,7 @@ from geoinv.samplers._base import SampleResult, Sampler, ancestral_step, karras_
 from geoinv.samplers._dps import DPS
 from geoinv.samplers._eki import EKI
 from geoinv.samplers._enkg import EnKG
+from geoinv.samplers._localization import Localization, gaspari_cohn
 from geoinv.samplers._mcg import MCG
 from geoinv.samplers._tweedie import Noise2Score, Tweedie
 
@@ -37,6 +38,8 @@ __all__ = [
     "Noise2Score",
     "EnKG",
     "EKI",
+    "Localization",
+    "gaspari_cohn",
     "karras_sigmas",
     "ancestral_step",
 ]

@@ -8,7 +8,9 @@ from typing import Callable, Literal
 import torch
 from tqdm.auto import tqdm
 
+from geoinv.errors import ShapeError
 from geoinv.samplers._base import STATE_DTYPE, Sampler, ancestral_step, karras_sigmas
+from geoinv.samplers._localization import Localization
 
 __all__ = ["EnKG", "ensemble_kalman_update", "ensemble_kalman_gain_update"]
 
@@ -84,6 +86,12 @@ class EnKG(Sampler):
         ``c`` of the ``"kalman"`` update (default 1; 0.1 tuned on Bunny-MNIST validation).
     perturb : bool
         Perturbed observations in the ``"kalman"`` update (stochastic EnKF).
+    localization : Localization, optional
+        Covariance localization of the ``"kalman"`` update (:class:`~geoinv.samplers.Localization`,
+        **not in the paper**): each observation corrects only the unknowns within twice the
+        taper radius, so a small ensemble is not confined to its own ``J - 1`` directions.
+        On the Navier-Stokes problem at short horizons it is the difference between no skill
+        and a usable estimate at ``J = 32`` (docs/fluids.md).
     stochastic : bool
         Replace the outer Euler probability-flow step by the ancestral (DDPM-posterior) step
         :func:`~geoinv.samplers.ancestral_step` (**not in the paper**). The deterministic
@@ -130,6 +138,7 @@ class EnKG(Sampler):
     update: Literal["published", "kalman"] = "published"
     inflation: float = 1.0
     perturb: bool = True
+    localization: Localization | None = None
     stochastic: bool = False
 
     name = "enkg"
@@ -150,6 +159,8 @@ class EnKG(Sampler):
             raise ValueError(f"update must be 'published' or 'kalman', got {self.update!r}")
         if not self.inflation >= 0:
             raise ValueError(f"inflation must be >= 0, got {self.inflation}")
+        if self.localization is not None and self.update != "kalman":
+            raise ValueError("localization needs update='kalman' (the published update has no covariance to taper)")
         if self.update == "kalman" and self.misfit_grad is not None:
             raise ValueError("update='kalman' assumes the Gaussian misfit; misfit_grad needs update='published'")
         karras_sigmas(self.num_steps, self.sigma_min, self.sigma_max, self.rho)
@@ -197,6 +208,9 @@ class EnKG(Sampler):
         sig = karras_sigmas(n, self.sigma_min, self.sigma_max, self.rho)
         x = self.sigma_max * self._noise((j, *event), generator, dev)
         noise_var = float(getattr(operator, "noise_std", 0.0) or 0.0) ** 2
+        taper = None
+        if self.localization is not None:
+            taper = tuple(t.to(device=dev, dtype=STATE_DTYPE) for t in self.localization.tapers())
         n_guided = 0
         for i in tqdm(range(n), disable=not progress, leave=False, desc="EnKG"):
             s, s_next = sig[i], sig[i + 1]
@@ -210,7 +224,8 @@ class EnKG(Sampler):
                     ys = self._forward(operator, x0, y, work)                       # (J, ...), one batched call
                     if self.update == "kalman":
                         gamma = noise_var + self.inflation * s * s
-                        x, misfit = ensemble_kalman_gain_update(x, ys, y, gamma, w, generator if self.perturb else None)
+                        x, misfit = ensemble_kalman_gain_update(x, ys, y, gamma, w, generator if self.perturb else None,
+                                                                taper)
                     else:
                         x, misfit = ensemble_kalman_update(x, ys, y, w, self.misfit_grad)
             den = self._denoise(prior, x, s, work, self.batch_size)
@@ -268,7 +283,8 @@ def ensemble_kalman_update(x: torch.Tensor, ys: torch.Tensor, y: torch.Tensor, w
 
 
 def ensemble_kalman_gain_update(x: torch.Tensor, ys: torch.Tensor, y: torch.Tensor, gamma: float,
-                                weight: float = 1.0, generator: torch.Generator | None = None
+                                weight: float = 1.0, generator: torch.Generator | None = None,
+                                taper: tuple[torch.Tensor, torch.Tensor] | None = None
                                 ) -> tuple[torch.Tensor, torch.Tensor]:
     r"""One ensemble Kalman (EKI / EnKF analysis) step with observation-error variance ``gamma``.
 
@@ -290,6 +306,10 @@ def ensemble_kalman_gain_update(x: torch.Tensor, ys: torch.Tensor, y: torch.Tens
         Step ``w`` (1 = the full Kalman update).
     generator : torch.Generator, optional
         Draws the observation perturbations; ``None`` = deterministic (square-root-free EKI mean update).
+    taper : (Tensor (D, M), Tensor (M, M)), optional
+        Localization (:meth:`Localization.tapers`): the gain becomes
+        :math:`(\rho_{xy} \circ C^{xy})(\rho_{yy} \circ C^{yy} + \gamma I)^{-1}` and an ``M x M``
+        system is solved instead of the ``J x J`` one.
 
     Returns
     -------
@@ -304,6 +324,15 @@ def ensemble_kalman_gain_update(x: torch.Tensor, ys: torch.Tensor, y: torch.Tens
         e = e + gamma**0.5 * torch.randn(e.shape, generator=generator, dtype=e.dtype, device=e.device)
     dy = yf - yf.mean(0, keepdim=True)
     dx = (x - x.mean(0, keepdim=True)).flatten(1)
+    if taper is not None:
+        rho_xy, rho_yy = (t.to(dtype=dy.dtype, device=dy.device) for t in taper)
+        if rho_xy.shape != (dx.shape[1], dy.shape[1]):
+            raise ShapeError(f"localization tapers are for {tuple(rho_xy.shape)} (unknowns, measurements), the "
+                             f"ensemble has {dx.shape[1]} unknowns and {dy.shape[1]} measurements")
+        cyy = (dy.T @ dy / j) * rho_yy
+        cyy.diagonal().add_(max(gamma, 1e-300))
+        z = torch.linalg.solve(cyy, e.T)                                     # (M, J)
+        return x - weight * (((dx.T @ dy / j) * rho_xy) @ z).T.reshape(x.shape), misfit
     k = dy @ dy.T + (j * max(gamma, 1e-300)) * torch.eye(j, dtype=dy.dtype, device=dy.device)
     coef = torch.linalg.solve(k, dy @ e.T)                                  # (J, J): column j = weights of dx_k
     return x - weight * (coef.T @ dx).reshape(x.shape), misfit

@@ -1,0 +1,141 @@
+"""Why the 64x64 Navier-Stokes inversion is hard, and EnKG versus ensemble size (docs/fluids.md).
+
+``python docs/scripts/ns_diagnostics.py info [N]``: on the first N held-out fields, the energy
+fraction of ``w(T=1)`` the 2x sub-sampled observation cannot resolve, and the relative L2 of
+integrating the equations *backwards* (``w -> -w`` with viscosity ``-nu``, fixed step 0.004,
+non-black-box, a diagnostic only) from the exact ``w(T)`` and from the observed 32x32 field.
+
+``python docs/scripts/ns_diagnostics.py enkg [N] [J ...]``: EnKG with the settings of
+``geoinv bench navier-stokes`` (noise 0) for each J (default 32 128 512) on N validation fields,
+with the trajectory (outer step, rms data misfit, rel. L2 of the denoised ensemble mean).
+
+``python docs/scripts/ns_diagnostics.py horizon [N] [J]``: how the difficulty grows with the
+observation time T (0.05, 0.25, 0.5, 1): EnKG (Kalman update, stochastic steps) with J particles
+(default 64), without and with covariance localization (``operator.localization(radius)``), on N
+validation fields, and the forward model's sensitivity (relative change of ``A(x)`` for a 10 %
+perturbation of ``x`` along the difference of two training fields).
+
+Validation fields are ``geoinv.fluids.generate(N, 64, seed=2)``: neither the prior's training
+split (seed 0) nor the benchmark's test split (seed 1).
+"""
+
+import json
+import sys
+import time
+
+import torch
+
+
+def validation_fields(n: int) -> torch.Tensor:
+    from geoinv.fluids._data import generate
+
+    return generate(n, 64, seed=2)
+
+
+def horizon(n: int = 2, j: int = 64, horizons=(0.05, 0.25, 0.5, 1.0), radius: float = 1.0) -> list[dict]:
+    torch.set_num_threads(1)
+    from geoinv.bench._navier_stokes import BENCH_CFL, SIGMA_MAX, _metrics
+    from geoinv.fluids import SCALE, load_fields
+    from geoinv.io import load_shipped_prior
+    from geoinv.operators import NavierStokes2D, NavierStokesObservation
+    from geoinv.samplers import EnKG
+
+    prior = load_shipped_prior("navier-stokes").eval()
+    w = validation_fields(n)
+    tr = load_fields("train", 64)[:2 * n].double() / SCALE
+    rows = []
+    for t in horizons:
+        op = NavierStokesObservation(64, t_final=t, solver=NavierStokes2D(64, cfl=BENCH_CFL))
+        for i in range(n):
+            x = (w[i:i + 1] / SCALE).reshape(1, -1, 1).double()
+            y = op(x)
+            d = (tr[2 * i] - tr[2 * i + 1]).reshape(1, -1, 1)
+            d = 0.1 * d * x.norm() / d.norm()
+            sens = float((op(x + d) - y).norm() / y.norm())
+            for loc in (None, radius):
+                s = EnKG(num_steps=24, num_updates=1, max_ode_steps=1, update="kalman", guidance_scale=1.0,
+                         inflation=SCALE**2, stochastic=True, sigma_max=SIGMA_MAX,  # x0 error sigma_i in y units
+                         localization=op.localization(loc) if loc else None)
+                t0 = time.perf_counter()
+                res = s(y, op, prior, n_samples=j, generator=torch.Generator().manual_seed(i))
+                row = {"T": t, "field": i, "J": j, "localization": loc, "sensitivity_10pct": round(sens, 3),
+                       **{k: round(v, 3) for k, v in _metrics(res.samples, x[0]).items()},
+                       "seconds": round(time.perf_counter() - t0, 1)}
+                print(json.dumps(row), flush=True)
+                rows.append(row)
+    return rows
+
+
+def info(n: int = 8) -> None:
+    torch.set_num_threads(1)
+    from geoinv.fluids import load_fields
+    from geoinv.operators import NavierStokes2D
+
+    w = load_fields("test", 64)[:n].double()
+    fw = NavierStokes2D(64, cfl=0.5, dtype=torch.float64)
+    bw = NavierStokes2D(64, cfl=0.5, dtype=torch.float64)
+    bw.nu = -bw.nu
+    wt = fw.solve(w, 1.0)
+    k = torch.fft.fftfreq(64, 1 / 64).abs()
+    kmax = torch.maximum(k[:, None], k[None, :])
+    for name, f in (("w0", w), ("w(T)", wt)):
+        e = torch.fft.fft2(f).abs() ** 2
+        frac = (e * (kmax >= 16)).sum((1, 2)) / e.sum((1, 2))
+        print(f"{name}: energy fraction at max(|kx|, |ky|) >= 16 (beyond the 32x32 grid): {float(frac.mean()):.4f}")
+
+    def up(y):  # spectral interpolation of the 32x32 samples to 64x64
+        yh = torch.fft.rfft2(y)
+        o = torch.zeros(y.shape[0], 64, 33, dtype=torch.complex128)
+        o[:, :16, :17], o[:, -16:, :17] = yh[:, :16, :17], yh[:, -16:, :17]
+        return torch.fft.irfft2(o, s=(64, 64)) * 4
+
+    def rel(a, b):
+        return ((a - b).flatten(1).norm(dim=1) / b.flatten(1).norm(dim=1)).mean().item()
+
+    for name, start in (("exact w(T), 64x64", wt), ("observed w(T), 32x32 interpolated", up(wt[:, ::2, ::2]))):
+        g = -bw.solve(-start, 1.0, dt=0.004)
+        print(f"backward integration from {name}: rel. L2 to w0 {rel(g, w):.3f}")
+    print(f"persistence (w0 = interpolated observation): rel. L2 {rel(up(wt[:, ::2, ::2]), w):.3f}")
+
+
+def main(n: int = 1, sizes=(32, 128, 512)) -> list[dict]:
+    torch.set_num_threads(1)
+    from geoinv.bench._navier_stokes import _metrics, make_methods, make_operator
+    from geoinv.fluids import SCALE, load_fields
+    from geoinv.io import load_shipped_prior
+
+    prior = load_shipped_prior("navier-stokes").eval()
+    enkg = next(m[1] for m in make_methods(False) if m[0] == "enkg")
+    op = make_operator(0.0)
+    w = validation_fields(n)
+    rows = []
+    for j in sizes:
+        for i in range(n):
+            x = (w[i:i + 1] / SCALE).reshape(1, -1, 1).double()
+            y = op.measure(x, torch.Generator().manual_seed(i))
+            trace = []
+
+            def cb(k, st, x=x, trace=trace):
+                if st["misfit"] is not None:
+                    m0 = st["x0"].double().mean(0)
+                    trace.append((k, round(float(st["misfit"].mean().sqrt()), 1),
+                                  round(float((m0 - x[0]).norm() / x.norm()), 3)))
+
+            t0 = time.perf_counter()
+            res = enkg(y, op, prior, n_samples=j, generator=torch.Generator().manual_seed(7919 * 0 + i),
+                       progress=False, callback=cb)
+            row = {"J": j, "field": i, **_metrics(res.samples, x[0]), "seconds": time.perf_counter() - t0,
+                   "trace (step, rms misfit, rel L2 of denoised mean)": trace[::4]}
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+    return rows
+
+
+if __name__ == "__main__":
+    cmd, a = sys.argv[1], [int(v) for v in sys.argv[2:]]
+    if cmd == "info":
+        info(*a[:1])
+    elif cmd == "horizon":
+        horizon(*a[:2])
+    else:
+        main(a[0] if a else 1, tuple(a[1:]) or (32, 128, 512))
