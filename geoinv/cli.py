@@ -37,9 +37,7 @@ def _write_json(path: Path, payload: dict) -> None:
 
 def demo(args: argparse.Namespace) -> int:
     """Bunny-MNIST inpainting of held-out digits with every available method, rendered to PNGs."""
-    import numpy as np
-
-    from geoinv import datasets, viz
+    from geoinv import viz
     from geoinv.bench import _bunny
     from geoinv.bench._common import run_methods
 
@@ -52,23 +50,24 @@ def demo(args: argparse.Namespace) -> int:
     gp = _bunny.fitted_gaussian()
     methods = [("harmonic", {}), ("gaussian", {"prior": gp})]
     if not args.classical_only:
-        methods += [(m, {**o, "prior": "bunny-mnist"}) for m, o in _bunny.learned_methods()]
+        methods += _bunny.learned_methods()
     posts: dict = {}
     rows = run_methods(truth, observed, mask, methods=methods, noise_std=_bunny.NOISE_STD, data_range=1.0,
                        seed=args.seed, progress=not args.no_progress, posteriors=posts)
     print(_table(rows, [("method", "method", ""), ("psnr", "PSNR [dB]", ".2f"), ("s_per_signal", "s/digit", ".2f"),
                         ("nfe", "NFE/digit", ".0f"), ("n_forward", "forward/digit", ".0f")]))
-    _, axes = datasets.bunny_frame(truth.vertices.numpy())
+    cam = viz.painted_camera(truth.vertices.numpy(), aspect=380 / 400, fill=0.95)  # digits read upright
     pngs = []
     for i in range(args.n):
         panels = {"truth": truth.point_values()[i, :, 0], "observed": observed.point_values()[i, :, 0]}
         for name, post in posts.items():
             panels[name] = post.mean.point_values()[i, :, 0]
-        std_from = next((n for n in ("dps", "flow", "gaussian") if n in posts and posts[n].std is not None), None)
-        if std_from:
-            panels[f"{std_from} std"] = posts[std_from].std.point_values()[i, :, 0]
+        # uncertainty of the sampler and of the amortized flow side by side (the Gaussian's without them)
+        std_from = [n for n in ("dps", "flow") if n in posts and posts[n].std is not None]
+        std_from = std_from or [n for n in ("gaussian",) if n in posts and posts[n].std is not None]
+        for name in std_from:
+            panels[f"{name} std"] = posts[name].std.point_values()[i, :, 0]
         k = len(panels)
-        cam = viz.frame_camera(truth.vertices.numpy().astype(np.float64), axes[0], axes[1], aspect=380 / 400, fill=0.95)
         p = viz.render_mesh_panels(truth, panels, out / f"bunny_mnist_{i}.png", camera=cam, cmap="viridis", clim=(0.0, 1.0))
         pngs.append(str(p))
         log.info("wrote %s (%d panels)", p, k)

@@ -45,3 +45,22 @@ def test_run_methods_rows_match_metrics():
     expect = metrics.psnr(est, truth.point_values().double(), 2.0).mean().item()
     assert math.isclose(rows[1]["psnr"], expect, rel_tol=1e-12)
     assert 0 <= rows[1]["cover90"] <= 1 and rows[1]["n_samples"] == 8 and "crps" not in rows[0]
+
+
+def test_gain_notes_are_computed_from_the_rows():
+    """The reading notes of the bunny and prior sections state this run's differences, not fixed text."""
+    from geoinv.bench._bunny import _gain_note
+    from geoinv.bench._prior import SIGMAS
+    from geoinv.bench._prior import _gain_note as prior_gain
+
+    rows = [{"missing": 0.3, "method": "harmonic", "psnr": 20.0}, {"missing": 0.3, "method": "gaussian", "psnr": 28.0},
+            {"missing": 0.3, "method": "dps", "psnr": 29.5}, {"missing": 0.6, "method": "gaussian", "psnr": 25.0},
+            {"missing": 0.6, "method": "dps", "psnr": 24.75}]
+    note = _gain_note(rows)
+    assert "`dps` 30%: +1.50 dB, 60%: -0.25 dB" in note and "harmonic" not in note
+    prow = []
+    for i, s in enumerate(SIGMAS):
+        prow += [{"prior": "p", "sigma": s, "method": "learned", "psnr": 30.0 + i},
+                 {"prior": "p", "sigma": s, "method": "gaussian", "psnr": 29.0},
+                 {"prior": "p", "sigma": s, "method": "harmonic", "psnr": 31.0}]
+    assert "| p | +1.00 / +2.00 / +3.00 / +4.00 | -1.00 / +0.00 / +1.00 / +2.00 |" in prior_gain(prow)

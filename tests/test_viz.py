@@ -132,6 +132,22 @@ def test_default_camera_looks_along_smallest_axis():
     assert np.linalg.norm(pos) > 3.0  # outside the mesh
 
 
+def test_painted_camera_shows_painted_images_upright():
+    """From the painted camera, image column j runs left to right and row 0 sits at the top."""
+    from geoinv.datasets import paint_on_mesh
+
+    v = _ellipsoid(2).vertices.numpy().astype(float)
+    pos, focal, up = (np.array(a) for a in viz.painted_camera(v, aspect=1.0))
+    view = (focal - pos) / np.linalg.norm(focal - pos)
+    right = np.cross(view, up)  # screen right for a camera looking along `view` with `up` up
+    # paint the column index and the row index: they must grow to the right and downwards on screen
+    cols = paint_on_mesh(v, np.tile(np.arange(28.0), (28, 1)))[0]
+    rows = paint_on_mesh(v, np.tile(np.arange(28.0)[:, None], (1, 28)))[0]
+    c = v - v.mean(0)
+    assert np.corrcoef(c @ right, cols)[0, 1] > 0.99
+    assert np.corrcoef(c @ up, rows)[0, 1] < -0.99
+
+
 def test_sphere_triangulation_global_and_regional():
     s = SphereSignal(np.zeros(12 * 4**2), nside=4)
     xyz, faces = viz.sphere_triangulation(s.lon, s.lat)

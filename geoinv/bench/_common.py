@@ -13,6 +13,9 @@ COLUMNS = [("method", "method", ""), ("psnr", "PSNR [dB]", ".2f"), ("psnr_sd", "
            ("s_per_signal", "s / signal", ".3f"), ("s_per_sample", "s / sample", ".4f"), ("n_samples", "samples", "d"),
            ("nfe", "NFE / signal", ".0f"), ("n_forward", "forward evals / signal", ".0f")]
 PROB_COLUMNS = [("crps", "CRPS", ".4f"), ("cover90", "90 % coverage", ".2f")]
+#: the flow's own columns (:func:`geoinv.flows._bench.flow_bench_columns`)
+FLOW_COLUMNS = [("psnr_k1", "flow K=1 PSNR", ".2f"), ("ms_per_mean", "flow ms / mean", ".1f"),
+                ("samples_per_s", "flow samples / s", ".0f")]
 
 
 def noisy_observation(truth, mask: torch.Tensor, noise_std: float, seed: int):
@@ -66,4 +69,16 @@ def run_methods(truth, observed, mask, *, methods, noise_std: float, data_range:
             row["ssr"] = metrics.spread_skill_ratio(smp, x).mean().item()
         rows.append(row)
         log.info("%s: %.2f dB (%.2f s/signal)", label, row["psnr"], secs / n)
+    return rows
+
+
+def add_flow_columns(rows: list[dict], truth, observed, mask: torch.Tensor, *, prior: str, noise_std: float,
+                     data_range: float, seed: int) -> list[dict]:
+    """Add the flow-only columns (K=1 PSNR, ms per posterior mean, samples / s) to the ``flow`` row."""
+    from geoinv.flows._bench import flow_bench_columns
+
+    for r in rows:
+        if r["method"] == "flow":
+            r.update(flow_bench_columns(observed, mask, truth.point_values(), prior, noise_std=noise_std,
+                                        n_samples=r["n_samples"], seed=seed, data_range=data_range))
     return rows

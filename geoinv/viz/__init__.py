@@ -23,7 +23,8 @@ Examples
 
 from geoinv.viz._common import colour_scales, is_spread_name
 from geoinv.viz._maps import grid_panels, map_panels, mollweide
-from geoinv.viz._mesh import default_camera, frame_camera, globe, render_mesh, render_mesh_panels, sphere_triangulation
+from geoinv.viz._mesh import (default_camera, frame_camera, globe, painted_camera, render_mesh, render_mesh_panels,
+                             sphere_triangulation)
 
 __all__ = [
     "render_mesh_panels",
@@ -34,6 +35,7 @@ __all__ = [
     "grid_panels",
     "default_camera",
     "frame_camera",
+    "painted_camera",
     "sphere_triangulation",
     "colour_scales",
     "is_spread_name",

@@ -20,7 +20,7 @@ import numpy as np
 from geoinv.errors import ShapeError
 from geoinv.viz._common import as_field, atomic_png, colour_scales, data_range, panel_titles
 
-__all__ = ["default_camera", "globe", "render_mesh", "render_mesh_panels"]
+__all__ = ["default_camera", "painted_camera", "globe", "render_mesh", "render_mesh_panels"]
 
 logger = logging.getLogger("geoinv.viz")
 
@@ -102,6 +102,20 @@ def default_camera(points: Any, aspect: float = 1.0, *, fill: float = 0.9) -> Ca
     e2 = axes[1] - axes[1] @ e1 * e1
     e2 = _fixed_sign(_unit(e2)) if np.linalg.norm(e2) > 1e-12 else _unit(np.cross(e1, [0, 0, 1.0]) if abs(e1[2]) < 0.9 else np.cross(e1, [0, 1.0, 0]))
     return frame_camera(p, e1, e2, aspect, fill)
+
+
+def painted_camera(points: Any, aspect: float = 1.0, *, fill: float = 0.9) -> Camera:
+    """Camera from which an image painted with :func:`geoinv.datasets.paint_on_mesh` reads upright.
+
+    It looks at the mesh from ``+e3`` with view-up ``+e2`` of
+    :func:`geoinv.datasets.bunny_frame` (the painting frame), so a Bunny-MNIST digit appears
+    as it does in its 28 x 28 image: not rotated, not mirrored.
+    """
+    from geoinv.datasets import bunny_frame
+
+    p = np.asarray(points, dtype=np.float64).reshape(-1, 3)
+    _, axes = bunny_frame(p)
+    return frame_camera(p, axes[0], axes[1], aspect, fill)
 
 
 def frame_camera(points: np.ndarray, right: np.ndarray, up: np.ndarray, aspect: float, fill: float) -> Camera:
@@ -186,8 +200,9 @@ def render_mesh_panels(
         Colormaps of value panels and of spread panels.
     camera : (position, focal_point, view_up) or str, optional
         Default: :func:`default_camera` (look along the smallest principal axis).
-        A string such as ``"xy"`` or ``"iso"`` is passed to PyVista. All panels share
-        (are linked to) one camera.
+        ``"painted"``: :func:`painted_camera` (painted images read upright, e.g. Bunny-MNIST
+        digits). Another string such as ``"xy"`` or ``"iso"`` is passed to PyVista. All
+        panels share (are linked to) one camera.
     window_size : (int, int), optional
         Image ``(width, height)`` in pixels; default ``panel_size`` times the number of panels.
     titles : bool, mapping or sequence
@@ -222,6 +237,8 @@ def render_mesh_panels(
     window_size = (int(window_size[0]), int(window_size[1]))
     if camera is None:
         camera = default_camera(verts, aspect=(window_size[0] / k) / window_size[1])
+    elif isinstance(camera, str) and camera == "painted":
+        camera = painted_camera(verts, aspect=(window_size[0] / k) / window_size[1])
     font_scale = min(1.4, max(0.7, window_size[1] / 400))
     title_list = panel_titles(names, titles)
 
