@@ -57,14 +57,14 @@ def demo(args: argparse.Namespace) -> int:
     print(_table(rows, [("method", "method", ""), ("psnr", "PSNR [dB]", ".2f"), ("s_per_signal", "s/digit", ".2f"),
                         ("nfe", "NFE/digit", ".0f"), ("n_forward", "forward/digit", ".0f")]))
     cam = viz.painted_camera(truth.vertices.numpy(), aspect=380 / 400, fill=0.95)  # digits read upright
+    # uncertainty of the sampler and of the amortized flow side by side (the Gaussian's without them)
+    std_from = [n for n in ("dps", "flow") if n in posts and posts[n].std is not None]
+    std_from = std_from or [n for n in ("gaussian",) if n in posts and posts[n].std is not None]
     pngs = []
     for i in range(args.n):
         panels = {"truth": truth.point_values()[i, :, 0], "observed": observed.point_values()[i, :, 0]}
         for name, post in posts.items():
             panels[name] = post.mean.point_values()[i, :, 0]
-        # uncertainty of the sampler and of the amortized flow side by side (the Gaussian's without them)
-        std_from = [n for n in ("dps", "flow") if n in posts and posts[n].std is not None]
-        std_from = std_from or [n for n in ("gaussian",) if n in posts and posts[n].std is not None]
         for name in std_from:
             panels[f"{name} std"] = posts[name].std.point_values()[i, :, 0]
         k = len(panels)

@@ -86,6 +86,15 @@ def save_flow(flow: ConditionalFlow, path: str | os.PathLike, *, prior: str | No
     return st_path, js_path
 
 
+def load_prior_spec(spec: str) -> Any:
+    """A prior from a shipped prior's name or a checkpoint path (what a flow's ``prior`` field holds)."""
+    from geoinv import io
+
+    if spec in io.list_shipped_priors():
+        return io.load_shipped_prior(spec)
+    return io.load_prior(spec)
+
+
 def load_flow(path: str | os.PathLike, prior: Any = None) -> ConditionalFlow:
     """Load a flow saved by :func:`save_flow`.
 
@@ -116,16 +125,17 @@ def load_flow(path: str | os.PathLike, prior: Any = None) -> ConditionalFlow:
     if st_meta.get("format") != FLOW_FORMAT or set(tensors) != set(manifest):
         raise CheckpointError(f"{st_path} does not match its sidecar {js_path}")
     cfg = FlowConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in meta["flow"].items()})
+    spec = None
+    if not meta.get("basis_included") or cfg.base == "refined":  # the prior is needed: resolve it once
+        spec = prior if prior is not None else meta.get("prior")
+        if spec is None:
+            why = "stores no latent basis" if not meta.get("basis_included") else "is 'refined' (needs its diffusion prior)"
+            raise CheckpointError(f"{js_path} {why} and names no prior; pass prior=")
+        if isinstance(spec, str):
+            spec = load_prior_spec(spec)
     if meta.get("basis_included"):
         basis = {k[len("basis."):]: v for k, v in tensors.items() if k.startswith("basis.")}
     else:
-        spec = prior if prior is not None else meta.get("prior")
-        if spec is None:
-            raise CheckpointError(f"{js_path} stores no latent basis and names no prior; pass prior=")
-        if isinstance(spec, str):
-            from geoinv.flows._train import _load_prior
-
-            spec = _load_prior(spec)
         _warn_if_prior_changed(meta, js_path)
         if meta.get("fingerprint") is not None and getattr(spec, "fingerprint", None) not in (None, meta["fingerprint"]):
             raise DomainMismatchError(f"flow {meta.get('name')!r} is for domain {meta['fingerprint']}, the prior is on "
@@ -136,13 +146,6 @@ def load_flow(path: str | os.PathLike, prior: Any = None) -> ConditionalFlow:
                               "(another prior version?); re-train the flow for this prior")
     flow = ConditionalFlow(basis, cfg, fingerprint=meta.get("fingerprint"), name=meta.get("name", "flow"))
     if cfg.base == "refined":
-        spec = prior if prior is not None else meta.get("prior")
-        if isinstance(spec, str):
-            from geoinv.flows._train import _load_prior
-
-            spec = _load_prior(spec)
-        if spec is None:
-            raise CheckpointError(f"{js_path}: a 'refined' flow needs its diffusion prior; pass prior=")
         flow.attach_prior(spec)
     try:
         flow.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")}, strict=True)

@@ -328,14 +328,6 @@ class FlowTrainResult:
     stats: dict
 
 
-def _load_prior(spec: str):
-    from geoinv import io
-
-    if spec in io.list_shipped_priors():
-        return io.load_shipped_prior(spec)
-    return io.load_prior(spec)
-
-
 def train_flow(config_path: str | os.PathLike | FlowTrainConfig, *, out_dir: str | os.PathLike | None = None,
                resume: bool = True, progress: bool = True, max_steps: int | None = None) -> FlowTrainResult:
     """Train a conditional flow from a YAML config (``geoinv train-flow configs/<name>.yaml``).
@@ -346,14 +338,14 @@ def train_flow(config_path: str | os.PathLike | FlowTrainConfig, *, out_dir: str
     flow (EMA weights) is saved as ``<out_dir>/<name>.safetensors`` + ``.json``; the run
     resumes from ``<out_dir>/state.json`` when present.
     """
-    from geoinv.flows._io import save_flow
+    from geoinv.flows._io import load_prior_spec, save_flow
     from geoinv.training._data import load_split, train_val
     from geoinv.training._train import prepare_run
 
     cfg = config_path if isinstance(config_path, FlowTrainConfig) else load_flow_config(config_path)
     cfg, out = prepare_run(cfg, out_dir, max_steps)
     o = cfg.train
-    prior = _load_prior(cfg.prior)
+    prior = load_prior_spec(cfg.prior)
     split = load_split(cfg.data, "train")
     if prior.fingerprint is not None and split.signal.fingerprint != prior.fingerprint:
         raise CheckpointError(f"prior {cfg.prior!r} is on domain {prior.fingerprint}, the data on {split.signal.fingerprint}")
