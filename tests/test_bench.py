@@ -64,3 +64,26 @@ def test_gain_notes_are_computed_from_the_rows():
                  {"prior": "p", "sigma": s, "method": "gaussian", "psnr": 29.0},
                  {"prior": "p", "sigma": s, "method": "harmonic", "psnr": 31.0}]
     assert "| p | +1.00 / +2.00 / +3.00 / +4.00 | -1.00 / +0.00 / +1.00 / +2.00 |" in prior_gain(prow)
+
+
+def test_run_puts_pictures_beside_the_output_file(tmp_path, monkeypatch):
+    """A task that draws pictures gets ``<out dir>/img`` (not docs/img); one that does not gets no argument."""
+    import geoinv.bench as bench
+
+    seen = {}
+
+    def drawing(*, quick, n_test, seed, progress, img_dir):
+        seen["img_dir"] = img_dir
+        return {"rows": [{"v": 1.0}], "markdown": "drawn"}
+
+    def plain(*, quick, n_test, seed, progress):
+        return {"rows": [], "markdown": "plain"}
+
+    out = tmp_path / "sub" / "b.md"
+    out.parent.mkdir()
+    for name, fn in (("draw", drawing), ("plain", plain)):
+        monkeypatch.setattr(bench, "_task", lambda task, fn=fn: fn)
+        bench.run(name, out=out, progress=False)
+    assert seen["img_dir"] == tmp_path / "sub" / "img"
+    text = out.read_text()
+    assert "drawn" in text and "plain" in text and (tmp_path / "sub" / "bench-draw.json").exists()

@@ -11,6 +11,7 @@ through ``GaussianPrior.denoise`` - and its posterior mean and std are compared 
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -40,11 +41,19 @@ def _one_thread():
     torch.set_num_threads(n)
 
 
-def ring_prior(d: int = D) -> GaussianPrior:
+def _ring_dist(d: int) -> torch.Tensor:
     i = torch.arange(d)
     dist = (i[:, None] - i[None, :]).abs().double()
-    dist = torch.minimum(dist, d - dist)
-    return GaussianPrior(0.3 * torch.ones(d, 1), torch.exp(-dist / 2.0) + 0.05 * torch.eye(d))
+    return torch.minimum(dist, d - dist)
+
+
+def ring_prior(d: int = D) -> GaussianPrior:
+    return GaussianPrior(0.3 * torch.ones(d, 1), torch.exp(-_ring_dist(d) / 2.0) + 0.05 * torch.eye(d))
+
+
+def ring_refiner() -> GaussianPrior:
+    """A second, different Gaussian standing in for the learned denoiser of a refined base."""
+    return GaussianPrior(0.1 * torch.ones(D, 1), 0.7 * torch.exp(-_ring_dist(D) / 1.5) + 0.02 * torch.eye(D))
 
 
 def _perturbed(flow: ConditionalFlow, seed: int = 0, scale: float = 0.3) -> ConditionalFlow:
@@ -207,10 +216,7 @@ def test_gaussian_base_is_exact_posterior_and_training_keeps_it():
 def test_refined_base_is_the_priors_tweedie_estimate_of_the_gaussian_mean(tmp_path):
     """base='refined': latent mean = encode(D(Gaussian posterior mean; c * rms posterior std)), same covariance."""
     prior = ring_prior()
-    i = torch.arange(D)
-    dist = (i[:, None] - i[None, :]).abs().double()
-    dist = torch.minimum(dist, D - dist)
-    refiner = GaussianPrior(0.1 * torch.ones(D, 1), 0.7 * torch.exp(-dist / 1.5) + 0.02 * torch.eye(D))  # "learned"
+    refiner = ring_refiner()
     cfg = dict(n_couplings=2, hidden=16, context_dim=16, noise_std=NOISE)
     gauss = ConditionalFlow(latent_basis(prior), FlowConfig(**cfg)).double()
     flow = ConditionalFlow(latent_basis(prior), FlowConfig(base="refined", refine_scale=2.0, **cfg)).double()
@@ -233,6 +239,80 @@ def test_refined_base_is_the_priors_tweedie_estimate_of_the_gaussian_mean(tmp_pa
     assert torch.allclose(back.decode(back.condition(y.float(), m).mean_u).double(), want, atol=1e-5)
 
 
+@pytest.mark.parametrize("floor", [0.05, 0.3])
+def test_gaussian_base_marginalises_the_complement_exactly(floor):
+    """Low-rank prior with a floor: the base is the exact marginal posterior of the latent coordinates.
+
+    The exact posterior of x under the PPCA prior (``GaussianPrior.posterior``, dense algebra) projected
+    on the latent span: its mean is ``mu + W m_u`` and its covariance ``W P^-1 W^T`` (the complement is
+    orthogonal to that span, so ``encode`` removes it exactly).
+    """
+    full = ring_prior()
+    v, lam = full.eigvecs[:, :5], full.eigvals[:5]  # top 5 of 8 directions (variances >= 0.37)
+    prior = GaussianPrior(0.1 * torch.ones(D, 1), eigvecs=v, eigvals=lam, floor=floor)
+    flow = ConditionalFlow(latent_basis(prior), FlowConfig(n_couplings=2, hidden=16, context_dim=16,
+                                                          noise_std=NOISE)).double()
+    assert flow.rank == 5 and flow.floor == pytest.approx(floor)
+    _, y, m = _measure(prior, 6, 3)
+    em, _, _ = prior.posterior(y, m, NOISE)
+    cond = flow.condition(y, m)
+    assert torch.allclose(flow.decode(cond.mean_u), flow.decode(flow.encode(em)), atol=1e-9)
+    # covariance: exact posterior covariance of the latent coordinates, from the dense joint Gaussian
+    pv = flow.V.double()
+    wmat = pv * flow.sqrt_lam.double()
+    cov_x = wmat @ wmat.T + floor * (torch.eye(D, dtype=torch.float64) - pv @ pv.T)
+    for i in range(3):
+        o = m[i]
+        k = cov_x[:, o] @ torch.linalg.inv(cov_x[o][:, o] + NOISE**2 * torch.eye(int(o.sum()), dtype=torch.float64))
+        post = cov_x - k @ cov_x[o]
+        pinv = torch.linalg.pinv(wmat)
+        want = pinv @ post @ pinv.T
+        got = torch.cholesky_inverse(cond.chol[i])
+        assert torch.allclose(got, want, atol=1e-6), float((got - want).abs().max())  # float32 basis buffers
+    # the complement treated as white noise of variance floor (the earlier approximation) is measurably off
+    approx = torch.eye(5, dtype=torch.float64) + flow.gram(m.double())[2] / (NOISE**2 + floor)
+    assert (torch.cholesky_inverse(torch.linalg.cholesky(approx)) - want).abs().max() > 1e-4
+
+
+def test_learned_contraction_keeps_the_base_mean():
+    """The layers act on the deviation from the base mean: a pure scale exp(a) < 1 narrows the
+    spread by exp(a) and leaves the posterior mean where the base put it (format 2)."""
+    prior = ring_prior()
+    flow = ConditionalFlow(latent_basis(prior), FlowConfig(n_couplings=1, hidden=8, context_dim=8,
+                                                          noise_std=NOISE)).double()
+    with torch.no_grad():
+        flow.affine.bias[:D] = -1.0  # log-scale a = -1 for every latent coordinate, shift 0
+    _, y, m = _measure(prior, 2, 9)
+    em, es, _ = prior.posterior(y, m, NOISE)
+    mean, std = flow.posterior(y, m, 20000, generator=torch.Generator().manual_seed(0))
+    scale = math.exp(2.0 * math.tanh(-1.0 / 2.0))  # the soft clamp (scale_clamp 2)
+    assert float(((mean - em) / (scale * es)).abs().max()) < 0.05
+    assert torch.allclose(std, scale * es, rtol=0.03)
+
+
+def test_multi_step_refined_base_pulls_the_data_in_between_denoiser_calls():
+    """refine_steps=(1, 0.5): D at c s_post, observed points -> precision-weighted mean with y, D at c s_post / 2."""
+    prior = ring_prior()
+    refiner = ring_refiner()
+    cfg = dict(n_couplings=2, hidden=16, context_dim=16, noise_std=NOISE, base="refined", refine_scale=2.0)
+    flow = ConditionalFlow(latent_basis(prior), FlowConfig(refine_steps=[1.0, 0.5], **cfg)).double().attach_prior(refiner)
+    _, y, m = _measure(prior, 4, 5)
+    em, es, _ = prior.posterior(y, m, NOISE)
+    s_post = es.pow(2).flatten(1).mean(1).sqrt()
+    s1 = 2.0 * s_post
+    x1 = refiner.denoise(em, s1)
+    w = (s1**2 / (s1**2 + NOISE**2))[:, None, None]
+    pulled = torch.where(m.unsqueeze(-1), x1 + w * (y - x1), x1)
+    want = refiner.denoise(pulled, 1.0 * s_post)
+    assert flow.config.refine_steps == (1.0, 0.5)  # lists from YAML/JSON become tuples
+    assert torch.allclose(flow.decode(flow.condition(y, m).mean_u), want, atol=1e-8)
+    # the data step matters: without it the second call would start from x1 itself
+    assert not torch.allclose(want, refiner.denoise(x1, 1.0 * s_post), atol=1e-4)
+    for bad in ([], [1.0, 0.0]):
+        with pytest.raises(ValueError, match="refine_steps"):
+            FlowConfig(refine_steps=bad, **cfg)
+
+
 def test_save_load_round_trip_bit_exact(tmp_path):
     prior = ring_prior()
     flow = _perturbed(ConditionalFlow(latent_basis(prior), FlowConfig(n_couplings=2, hidden=16, context_dim=16,
@@ -251,6 +331,12 @@ def test_save_load_round_trip_bit_exact(tmp_path):
     other = GaussianPrior(0.3 * torch.ones(D, 1), torch.eye(D))
     with pytest.raises(CheckpointError, match="latent basis differs"):
         load_flow(tmp_path / "ring2", prior=other)
+    # a format-1 flow (layers on u itself, not on its deviation from the base mean) is refused
+    meta = json.loads((tmp_path / "ring.json").read_text())
+    (tmp_path / "ring.json").write_text(json.dumps({**meta, "format_version": 1}))
+    with pytest.raises(CheckpointError, match="re-train"):
+        load_flow(tmp_path / "ring")
+    (tmp_path / "ring.json").write_text(json.dumps(meta))
     (tmp_path / "ring.safetensors").write_bytes((tmp_path / "ring.safetensors").read_bytes()[:-10])
     with pytest.raises(CheckpointError):
         load_flow(tmp_path / "ring")

@@ -105,3 +105,11 @@ def test_posterior_is_stable_for_a_nearly_singular_low_rank_prior():
     mean, std, _ = prior.posterior(y, m, 0.1)
     assert torch.allclose(mean[0, :, 0], pm, atol=1e-8)
     assert torch.allclose(std[0, :, 0], pc.diagonal().clamp_min(0).sqrt(), atol=1e-6)
+
+
+def test_low_rank_prior_with_a_floor_above_its_eigenvalues_is_refused():
+    """Sigma = V diag(lam) V^T + floor (I - V V^T) needs lam >= floor for the low-rank kriging: a clear error."""
+    v, _ = torch.linalg.qr(torch.randn(D, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64))
+    with pytest.raises(ValueError, match="eigvals >= floor"):
+        GaussianPrior(torch.zeros(D, 1), eigvecs=v, eigvals=torch.tensor([3.0, 2.0, 0.1], dtype=torch.float64), floor=0.5)
+    GaussianPrior(torch.zeros(D, 1), eigvecs=v, eigvals=torch.tensor([3.0, 2.0, 0.5], dtype=torch.float64), floor=0.5)

@@ -14,7 +14,8 @@ REPEATS draws of its value and of its gradient in x, with and without the Gaussi
 variate (same expectation up to an x-independent constant).
 
 ``python docs/scripts/flow_eval.py refine [N]`` scans ``refine_scale`` of the refined base (the untrained
-flow's mean) on N validation digits at the bench's missing levels.
+flow's mean) on N validation digits at the bench's missing levels; ``refine-steps [N]`` scans the number and
+levels of its denoiser calls (``refine_steps``) the same way, with the conditioning time per measurement.
 """
 
 import json
@@ -108,8 +109,10 @@ def control_variate(n: int = 16, repeats: int = 32, sigma_min: float | None = No
     return out
 
 
-def refine_scan(n: int = 20, scales=(0.0, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0)) -> dict:
+def refine_scan(n: int = 20, scales=(0.0, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0), steps=None) -> dict:
+    """Untrained-flow mean PSNR on validation digits per ``refine_scale`` (or, with ``steps``, per ``refine_steps``)."""
     import dataclasses
+    import time
 
     from geoinv import io, metrics
     from geoinv.bench._bunny import make_val_case
@@ -123,12 +126,18 @@ def refine_scan(n: int = 20, scales=(0.0, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0)) -> dict
         x = truth.point_values().double()
         y = torch.nan_to_num(observed.point_values().float(), nan=0.0)
         row = {}
-        for c in scales:
+        variants = ([(2.5, st) for st in steps] if steps else [(c, (1.0,)) for c in scales])
+        for c, st in variants:
             flow.config = dataclasses.replace(flow.config, base="refined" if c > 0 else "gaussian",
-                                              refine_scale=c or 1.0)
+                                              refine_scale=c or 1.0, refine_steps=st)
             with torch.no_grad():
+                t0 = time.perf_counter()
                 base = flow.decode(flow.condition(y, mask).mean_u)
-            row[c] = float(metrics.psnr(base.double(), x, data_range=1.0).mean())
+                ms = 1e3 * (time.perf_counter() - t0) / n
+            key = ",".join(f"{f:g}" for f in st) if steps else c
+            row[key] = float(metrics.psnr(base.double(), x, data_range=1.0).mean())
+            if steps:
+                row[f"{key} ms/measurement"] = ms
         out[f"{missing:.0%}"] = row
         print(missing, json.dumps(row))
     return out
@@ -179,6 +188,10 @@ if __name__ == "__main__":
         sys.exit()
     if sys.argv[1:2] == ["uk"]:
         print(json.dumps(uk(*[int(a) for a in sys.argv[2:3]]), indent=1))
+        sys.exit()
+    if sys.argv[1:2] == ["refine-steps"]:
+        sched = [(1.0,), (1.0, 0.5), (1.0, 0.5, 0.25), (1.0, 0.6, 0.35), (1.0, 0.6, 0.35, 0.2)]
+        print(json.dumps(refine_scan(*[int(a) for a in sys.argv[2:3]], steps=sched), indent=1))
         sys.exit()
     if sys.argv[1:2] == ["refine"]:
         print(json.dumps(refine_scan(*[int(a) for a in sys.argv[2:3]]), indent=1))

@@ -8,6 +8,7 @@ command, machine, date and versions, plus a JSON file of the raw numbers next to
 from __future__ import annotations
 
 import datetime as _dt
+import inspect
 import json
 import logging
 import os
@@ -114,7 +115,9 @@ def run(task: str, *, out: str | Path = "docs/benchmarks.md", quick: bool = Fals
     fn = _task(task)
     info = machine_info()
     cmd = f"geoinv bench {task}" + (" --quick" if quick else "") + (f" --n {n_test}" if n_test else "")
-    result = fn(quick=quick, n_test=n_test, seed=seed, progress=progress)
+    # pictures go into img/ beside the output file (its markdown links them as img/<name>.png)
+    extra = {"img_dir": Path(out).parent / "img"} if "img_dir" in inspect.signature(fn).parameters else {}
+    result = fn(quick=quick, n_test=n_test, seed=seed, progress=progress, **extra)
     body = header(task, cmd, info) + "\n" + result["markdown"]
     write_section(out, task, body)
     side = Path(out).with_name(f"bench-{task}.json")

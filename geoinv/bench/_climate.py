@@ -27,7 +27,6 @@ GLOBAL_MISSING = 0.6
 UK_RANGE = 30.0  # K, the PSNR data range (about the span of March 2019 t2m over the UK, 266-292 K)
 GLOBAL_RANGE = 100.0  # K (850 hPa temperature spans 236-306 K)
 N_SAMPLES = 32
-IMG_DIR = Path("docs/img")
 
 COLUMNS = [("method", "method", ""), ("rmse", "area-wtd RMSE [K]", ".3f"), ("psnr", "PSNR [dB]", ".2f"),
            ("crps", "CRPS [K]", ".3f"), ("cover90", "90 % coverage", ".2f"), ("zrms", "rms z", ".2f"),
@@ -186,7 +185,7 @@ def _run_case(case: str, truth, gappy, weights, data_range, methods, noise_std, 
     return rows
 
 
-def _uk(quick: bool, n_test: int | None, seed: int, progress: bool) -> tuple[list, dict, dict]:
+def _uk(quick: bool, n_test: int | None, seed: int, progress: bool, img_dir: Path) -> tuple[list, dict, dict]:
     import geoinv.climate as gc
     from geoinv import masks
     from geoinv.climate._cli import plot_imputation
@@ -251,24 +250,24 @@ def _uk(quick: bool, n_test: int | None, seed: int, progress: bool) -> tuple[lis
                       oi_val, None, seed, progress)
     info = {"data_std": data_std, "noise_k": noise_k, "n_steps": int(len(steps)), "shrinkage": gp.shrinkage}
     pics = {}
-    IMG_DIR.mkdir(parents=True, exist_ok=True)
+    img_dir.mkdir(parents=True, exist_ok=True)
     best = next((k for k in ("enkg", "dps", "flow") if k in keep_b), None)
     i = int(np.argmin(np.abs(steps - 3 * 24 - 15)))  # 2019-03-28 15 UTC (or the closest scored hour)
     for tag, keep in (("clouds", keep_b), ("random", keep_a)):
-        p = IMG_DIR / f"climate_uk_{tag}.png"
+        p = img_dir / f"climate_uk_{tag}.png"
         name = "optimal interpolation (gaussian)"
         plot_imputation(keep[name].isel(time=[i]), p, step=0, truth=truth.isel(time=[i]), projection="platecarree")
         pics[tag] = str(p)
         if best in keep:
             j = int(keep[best + "_sub"][len(keep[best + "_sub"]) // 2])
-            p = IMG_DIR / f"climate_uk_{tag}_{best}.png"
+            p = img_dir / f"climate_uk_{tag}_{best}.png"
             plot_imputation(keep[best].isel(time=[len(keep[best + "_sub"]) // 2]), p, step=0,
                             truth=truth.isel(time=[j]), projection="platecarree")
             pics[f"{tag}_{best}"] = str(p)
     return rows, info, pics
 
 
-def _global(quick: bool, seed: int, progress: bool) -> tuple[list, dict]:
+def _global(quick: bool, seed: int, progress: bool, img_dir: Path) -> tuple[list, dict]:
     import geoinv.climate as gc
     from geoinv import masks
     from geoinv.climate._cli import plot_imputation
@@ -297,17 +296,17 @@ def _global(quick: bool, seed: int, progress: bool) -> tuple[list, dict]:
         rows += r
         if j == 3:
             rows_f4 = r
-            p = IMG_DIR / "climate_global.png"
+            p = img_dir / "climate_global.png"
             plot_imputation(keep["optimal interpolation (gaussian)"].isel(sample=[0]), p, step=0,
                             truth=test.isel(sample=[0]), projection="mollweide")
             pics["global"] = str(p)
             for k in ("dps", "enkg", "flow"):
                 if k in keep:
-                    p3 = IMG_DIR / f"climate_global_{k}.png"
+                    p3 = img_dir / f"climate_global_{k}.png"
                     plot_imputation(keep[k].isel(sample=[0]), p3, step=0, truth=test.isel(sample=[0]),
                                     projection="mollweide")
                     pics[f"global_{k}"] = str(p3)
-            p2 = IMG_DIR / "climate_global_harmonic.png"
+            p2 = img_dir / "climate_global_harmonic.png"
             plot_imputation(keep["harmonic"].isel(sample=[0]), p2, step=0, truth=test.isel(sample=[0]),
                             projection="mollweide")
             pics["global_harmonic"] = str(p2)
@@ -350,14 +349,15 @@ def _table(rows, cases):
     return "\n\n".join(parts)
 
 
-def run(*, quick: bool = False, n_test: int | None = None, seed: int = 0, progress: bool = True) -> dict:
-    """Run the climate benchmark; returns ``{"rows": [...], "markdown": str}``."""
+def run(*, quick: bool = False, n_test: int | None = None, seed: int = 0, progress: bool = True,
+        img_dir: str | Path = "docs/img") -> dict:
+    """Run the climate benchmark (pictures into ``img_dir``); returns ``{"rows": [...], "markdown": str}``."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         t0 = time.perf_counter()
-        uk_rows, info, pics = _uk(quick, n_test, seed, progress)
-        gl_rows, gpics = _global(quick, seed, progress)
+        uk_rows, info, pics = _uk(quick, n_test, seed, progress, Path(img_dir))
+        gl_rows, gpics = _global(quick, seed, progress, Path(img_dir))
         hp_rows = _healpix_numbers(quick)
         secs = time.perf_counter() - t0
     finally:

@@ -112,7 +112,7 @@ def variational_fit(operator, y: torch.Tensor, x_init: torch.Tensor, iters: int,
 
 def run(*, quick: bool = False, n_test: int | None = None, seed: int = 0, progress: bool = True,
         noise_levels: tuple[float, ...] = NOISE_LEVELS, budgets: dict | None = None,
-        pictures: str | Path | None = "docs/img", prior=None) -> dict:
+        img_dir: str | Path | None = "docs/img", prior=None) -> dict:
     """``geoinv bench navier-stokes``: EnKG, DPS and EKI side by side on held-out initial fields.
 
     Every method sees the same fields and measurements at each noise level in
@@ -174,8 +174,8 @@ def run(*, quick: bool = False, n_test: int | None = None, seed: int = 0, progre
                 estimates[name] = res
                 log.info("noise %g field %d %s: rel L2 %.3f (mean %.3f) in %.0f s", noise_std, i, name, m["rel_l2"],
                          m["rel_l2_mean"], secs)
-            if i == 0 and noise_std == noise_levels[0] and pictures is not None:
-                _picture(w_test[0], y, estimates, Path(pictures) / "navier_stokes.png")
+            if i == 0 and noise_std == noise_levels[0] and img_dir is not None:
+                _picture(w_test[0], y, estimates, Path(img_dir) / "navier_stokes.png")
     rows = []
     for noise_std in noise_levels:
         names = list(dict.fromkeys(r["method"] for r in per_field if r["noise_std"] == noise_std))
@@ -220,7 +220,7 @@ def run(*, quick: bool = False, n_test: int | None = None, seed: int = 0, progre
           "`training mean` (no skill); docs/fluids.md measures why T = 1 defeats these budgets (a 10 % change of "
           "`w0` moves `w(T = 1)` by 39 %) and where EnKG with covariance localization does work (shorter horizons)."
     )
-    if pictures is not None:
+    if img_dir is not None:
         md += "\n\n![Navier-Stokes](img/navier_stokes.png)"
     return {"rows": rows + [{"per_field": per_field}], "markdown": md}
 

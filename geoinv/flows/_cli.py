@@ -14,7 +14,7 @@ def train_flow_cmd(args: argparse.Namespace) -> int:
     st = res.stats
     last = next((h for h in reversed(st["history"]) if "psnr_mean" in h), {})
     print(f"saved {res.path}.safetensors/.json: {st['train_steps']} steps in {st['wall_time_s']:.0f} s"
-          + (f"; validation PSNR (K=16 mean) {last['psnr_mean']:.2f} dB, untrained base {last['psnr_base']:.2f} dB"
+          + (f"; validation PSNR (K=64 mean) {last['psnr_mean']:.2f} dB, untrained base {last['psnr_base']:.2f} dB"
              if last else ""))
     return 0
 

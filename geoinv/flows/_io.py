@@ -27,7 +27,7 @@ __all__ = ["save_flow", "load_flow", "load_shipped_flow", "has_shipped_flow", "l
 log = logging.getLogger(__name__)
 
 FLOW_FORMAT = "geoinv-flow"
-FLOW_FORMAT_VERSION = 1
+FLOW_FORMAT_VERSION = 2  # 2: layers act on the deviation from the base mean (v1 flows must be re-trained)
 
 
 def basis_sha256(basis: dict) -> str:

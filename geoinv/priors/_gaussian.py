@@ -76,6 +76,10 @@ class GaussianPrior(Prior):
             raise ShapeError(f"eigvecs must be (D, r) with D = {d} and eigvals (r,), got {tuple(v.shape)}, {tuple(lam.shape)}")
         if v.shape[1] < d and floor <= 0:
             raise ValueError("a low-rank covariance needs floor > 0 (variance outside the span of eigvecs)")
+        if v.shape[1] < d and bool((lam < float(floor) * (1 - 1e-6)).any()):
+            raise ValueError(f"a low-rank covariance needs eigvals >= floor (probabilistic PCA: the floor is the "
+                             f"variance of the discarded, smaller directions); got min eigval {float(lam.min()):.4g} "
+                             f"< floor {float(floor):.4g}: lower the floor or keep fewer directions")
         self.mean, self.eigvecs, self.eigvals, self.floor = mu, v, lam, float(floor) if v.shape[1] < d else 0.0
         self.event_shape = tuple(mu.shape)
         self.fingerprint = fingerprint
@@ -134,8 +138,10 @@ class GaussianPrior(Prior):
             floor = (1 - a) * floor + a * m
         else:
             floor = 0.0
-        lam = (1 - a) * lam + a * m
-        return cls(mu, eigvecs=vt[:r].T, eigvals=lam.clamp_min(1e-12 * m), floor=floor)
+        # a kept direction has at least the floor's variance (numerically null directions of a
+        # rank-deficient sample would otherwise end a rounding error below it)
+        lam = ((1 - a) * lam + a * m).clamp_min(max(floor, 1e-12 * m))
+        return cls(mu, eigvecs=vt[:r].T, eigvals=lam, floor=floor)
 
     # -- basic quantities -------------------------------------------------------------------
     @property
