@@ -121,12 +121,13 @@ def refine_scan(n: int = 20, scales=(0.0, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0), steps=N
     prior = io.load_shipped_prior("bunny-mnist")
     flow = flow_for_prior(prior)
     out = {"n": n}
+    c_shipped = flow.config.refine_scale
     for missing in (0.3, 0.6, 0.8):
         truth, observed, mask = make_val_case(n, missing, seed=0)
         x = truth.point_values().double()
         y = torch.nan_to_num(observed.point_values().float(), nan=0.0)
         row = {}
-        variants = ([(2.5, st) for st in steps] if steps else [(c, (1.0,)) for c in scales])
+        variants = ([(c_shipped, st) for st in steps] if steps else [(c, (1.0,)) for c in scales])
         for c, st in variants:
             flow.config = dataclasses.replace(flow.config, base="refined" if c > 0 else "gaussian",
                                               refine_scale=c or 1.0, refine_steps=st)

@@ -156,14 +156,17 @@ def main(n: int = 1, sizes=(32, 128, 512)) -> list[dict]:
 
 
 if __name__ == "__main__":
-    cmd = sys.argv[1]
-    a = [int(v) for v in sys.argv[2:4 if cmd == "horizon" else None]]
-    if cmd == "info":
-        info(*a[:1])
-    elif cmd == "horizon":  # horizon [N] [J] [RADIUS] [T]: one radius, optionally one observation time
-        f = [float(v) for v in sys.argv[4:6]]
-        horizon(*a[:2], **({"radius": f[0]} if f else {}), **({"horizons": (f[1],)} if len(f) > 1 else {}))
+    cmd, args = sys.argv[1], sys.argv[2:]
+    if cmd == "horizon":  # horizon [N] [J] [RADIUS] [T]
+        kw = {"radius": float(args[2])} if len(args) > 2 else {}
+        if len(args) > 3:
+            kw["horizons"] = (float(args[3]),)
+        horizon(*[int(v) for v in args[:2]], **kw)
     elif cmd == "resolution":
         resolution()
     else:
-        main(a[0] if a else 1, tuple(a[1:]) or (32, 128, 512))
+        a = [int(v) for v in args]
+        if cmd == "info":
+            info(*a[:1])
+        else:
+            main(a[0] if a else 1, tuple(a[1:]) or (32, 128, 512))

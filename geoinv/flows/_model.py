@@ -273,6 +273,9 @@ class ConditionalFlow(nn.Module):
         self.register_buffer("WtW", self.W.T @ self.W, persistent=False)
         self._pinv_cache: tuple = ()
         self.floor = float(basis["floor"])
+        # the complement matters (exact marginalisation in the base, noise in the samples) only when its
+        # variance is above 1e-8 of the largest latent one
+        self.has_complement = d > r and self.floor > 1e-8 * float(lam.max() if r else 0.0)
         g = torch.Generator().manual_seed(config.seed)
         with torch.random.fork_rng():
             torch.manual_seed(config.seed)
@@ -353,7 +356,7 @@ class ConditionalFlow(nn.Module):
         gram = self.gram(m)  # (B, r, r) = W^T M W
         eye = torch.eye(r, dtype=dt, device=yc.device)
         c = self.floor
-        if self.dim > r and c > 1e-8 * float(self.sqrt_lam[0]) ** 2:
+        if self.has_complement:
             # exact marginal posterior of u under the probabilistic PCA: on the observed points the
             # complement plus noise has covariance a I - c B B^T (B = observed rows of V, a = s^2 + c);
             # by Woodbury the precision is I + S Q (a I - c Q)^-1 S and the right-hand side
@@ -543,7 +546,7 @@ class ConditionalFlow(nn.Module):
         dt, dev = self.W.dtype, self.W.device
         z = torch.randn(b, n_samples, self.rank, generator=generator, dtype=dt, device=dev)
         xi = None
-        if complement and self.floor > 1e-8 * float(self.sqrt_lam[0]) ** 2 and self.dim > self.rank:
+        if complement and self.has_complement:
             xi = torch.randn(b, n_samples, self.dim, generator=generator, dtype=dt, device=dev)
         u, _ = self.latent_forward(z, cond)
         return self.decode(u, xi)
