@@ -313,6 +313,97 @@ def test_multi_step_refined_base_pulls_the_data_in_between_denoiser_calls():
             FlowConfig(refine_steps=bad, **cfg)
 
 
+def _graph_residual_prior():
+    """A small residual EDMDenoiser (graph U-Net on a 42-vertex icosphere, random weights) and training signals."""
+    import numpy as np
+    import trimesh
+
+    from geoinv.priors import EDMDenoiser
+    from geoinv.priors.backbones import GraphUNet
+    from geoinv.signals import MeshSignal
+
+    ico = trimesh.creation.icosphere(subdivisions=1)
+    mesh = MeshSignal(torch.as_tensor(ico.vertices, dtype=torch.float32), torch.as_tensor(ico.faces), np.zeros((42, 1)))
+    g = torch.Generator().manual_seed(0)
+    pos = mesh.vertices.double()
+    x = torch.tanh(torch.randn(400, 3, generator=g, dtype=torch.float64) @ pos.T).unsqueeze(-1)  # smooth fields
+    gp = GaussianPrior.fit(x, rank=12, fingerprint=mesh.fingerprint, name="g")
+    net = GraphUNet.from_signal(mesh, widths=(8, 16), cond_channels=1)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.1 * torch.randn(p.shape, generator=g))
+    prior = EDMDenoiser(net.eval(), 1.0, base=gp, base_input=True, data_mean=0.0, data_std=float(x.std()),
+                        fingerprint=mesh.fingerprint, event_shape=(42, 1), name="graph-res")
+    return prior, x.float()
+
+
+def test_distilled_base_starts_at_one_call_and_learns_the_multi_call_teacher(tmp_path):
+    """base='distilled': the untrained student is the teacher's first call; distillation (no ground truth)
+    brings it to the multi-call teacher on held-out measurements; the flow objective leaves it frozen;
+    it is saved with the flow."""
+    from geoinv.flows import FlowOptimConfig, distill_student, fit_flow
+
+    prior, x = _graph_residual_prior()
+    for p in prior.parameters():
+        p.requires_grad_(False)
+    cfg = dict(n_couplings=2, hidden=16, context_dim=16, noise_std=0.1, refine_scale=2.0)
+    one = ConditionalFlow(latent_basis(prior), FlowConfig(base="refined", refine_steps=(1.0,), **cfg)).attach_prior(prior)
+    flow = ConditionalFlow(latent_basis(prior), FlowConfig(base="distilled", refine_steps=(1.0, 0.4), **cfg))
+    with pytest.raises(ValueError, match="attach_prior"):
+        flow.condition(x[:1], torch.ones(1, 42, dtype=torch.bool))
+    flow.attach_prior(prior)
+    vx = x[300:332]
+    vy, vm = simulate_measurements(vx, missing=(0.2, 0.7), noise_std=0.1, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert torch.allclose(flow.condition(vy, vm).mean_u, one.condition(vy, vm).mean_u, atol=1e-5)
+        before = float(flow.distill_loss(vy, vm).mean())
+    assert before > 0
+    o = FlowOptimConfig(distill_steps=150, distill_batch_size=16, distill_lr=3e-3, log_every=50, steps=2,
+                        batch_size=4, n_z=2, warmup=1)
+    stats = distill_student(flow, x[:300], o, val=(vx, vy, vm))
+    with torch.no_grad():
+        after = float(flow.distill_loss(vy, vm).mean())
+    assert after < 0.3 * before, (before, after)
+    last = stats["history"][-1]
+    assert last["step"] == 150 and abs(last["psnr_student"] - last["psnr_teacher"]) < 1.0
+    assert not any(p.requires_grad for p in flow.student.parameters())
+    # the flow's own objective does not move the student (stage 2), and does not re-distill a distilled one
+    frozen = {k: v.clone() for k, v in flow.student.state_dict().items()}
+    ema, st = fit_flow(flow, prior, x[:300], o, stats={"distill": stats})
+    assert all(torch.equal(frozen[k], v) for k, v in ema.student.state_dict().items())
+    assert any(not torch.equal(a, b) for a, b in zip(ema.couplings.parameters(), one.couplings.parameters()))
+    save_flow(ema, tmp_path / "distilled")
+    back = load_flow(tmp_path / "distilled", prior=prior)
+    with torch.no_grad():
+        assert torch.equal(back.condition(vy, vm).mean_u, ema.condition(vy, vm).mean_u)
+    with pytest.raises(TypeError, match="graph backbone"):
+        ConditionalFlow(latent_basis(ring_prior()), FlowConfig(base="distilled", **cfg)).attach_prior(ring_refiner())
+
+
+def test_distilled_flow_training_resumes_bit_exact(tmp_path):
+    """fit_flow distils first (stage 1, checkpointed) and a run killed after it resumes to the same weights."""
+    import dataclasses
+
+    from geoinv.flows._train import FlowOptimConfig, fit_flow
+
+    prior, x = _graph_residual_prior()
+    cfg = FlowConfig(base="distilled", refine_steps=(1.0, 0.4), n_couplings=2, hidden=16, context_dim=16,
+                     noise_std=0.1, refine_scale=2.0)
+    o = FlowOptimConfig(distill_steps=10, distill_batch_size=8, steps=4, batch_size=4, n_z=2, warmup=1,
+                        ckpt_every=2, schedule="constant")
+
+    def fresh():
+        return ConditionalFlow(latent_basis(prior), cfg).attach_prior(prior)
+
+    full, st = fit_flow(fresh(), prior, x, o, out_dir=tmp_path / "a")
+    assert st["distill"]["steps"] == 10
+    fit_flow(fresh(), prior, x, dataclasses.replace(o, steps=2), out_dir=tmp_path / "b")
+    resumed, st2 = fit_flow(fresh(), prior, x, o, out_dir=tmp_path / "b")
+    assert st2["train_steps"] == 4 and st2["distill"] == st["distill"] | {"wall_time_s": st2["distill"]["wall_time_s"]}
+    for (k, a), (_, b) in zip(full.state_dict().items(), resumed.state_dict().items()):
+        assert torch.equal(a, b), k
+
+
 def test_save_load_round_trip_bit_exact(tmp_path):
     prior = ring_prior()
     flow = _perturbed(ConditionalFlow(latent_basis(prior), FlowConfig(n_couplings=2, hidden=16, context_dim=16,

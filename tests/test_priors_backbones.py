@@ -188,3 +188,20 @@ def test_laplacian_eigenvectors_solve_the_generalized_problem():
     xyz = mesh.vertices.double().numpy()
     coef, *_ = np.linalg.lstsq(xyz, v[:, :3], rcond=None)
     assert np.abs(xyz @ coef - v[:, :3]).max() < 0.05 * np.abs(v[:, :3]).max()
+
+
+def test_with_extra_inputs_is_the_same_function_until_trained():
+    """The widened copy ignores its new channels (zero weights), owns its weights, and can learn to use them."""
+    net = _randomize(GraphUNet.from_signal(_icosphere(1), widths=(4, 8), cond_channels=1)).eval()
+    wide = net.with_extra_inputs(2).eval()
+    assert wide.config.cond_channels == 3 and net.config.cond_channels == 1
+    g = torch.Generator().manual_seed(0)
+    x, c = torch.randn(2, 42, 2, generator=g), torch.tensor([0.3, -1.0])
+    ex1, ex2 = torch.randn(2, 42, 2, generator=g), torch.randn(2, 42, 2, generator=g)
+    with torch.no_grad():
+        want = net(x, c)
+        assert torch.allclose(wide(torch.cat([x, ex1], -1), c), want, atol=1e-6)
+        assert torch.allclose(wide(torch.cat([x, ex2], -1), c), want, atol=1e-6)
+        wide.lin_in.weight[:, 2:].normal_(generator=g)
+        assert not torch.allclose(wide(torch.cat([x, ex1], -1), c), wide(torch.cat([x, ex2], -1), c), atol=1e-3)
+        assert torch.equal(net(x, c), want)  # the original is untouched

@@ -18,6 +18,7 @@ flow's mean) on N validation digits at the bench's missing levels; ``refine-step
 levels of its denoiser calls (``refine_steps``) the same way, with the conditioning time per measurement.
 """
 
+import dataclasses
 import json
 import sys
 import torch
@@ -31,15 +32,21 @@ def evaluate(prior_name: str, cases: dict, *, noise_std: float, data_range: floa
 
     prior = io.load_shipped_prior(prior_name)
     flow = flow_for_prior(prior)
-    # zero-initialised layers are the identity: an untrained flow is its base
+    # zero-initialised layers are the identity: an untrained flow is its base (a distilled flow's with its
+    # trained student; its teacher, the multi-call refined base, alongside)
     untrained = ConditionalFlow(flow.basis(), flow.config).attach_prior(prior).eval()
+    variants = {"flow": flow, "untrained": untrained}
+    if flow.config.base == "distilled":
+        untrained.student.load_state_dict(flow.student.state_dict())
+        teacher = dataclasses.replace(flow.config, base="refined")
+        variants["teacher"] = ConditionalFlow(flow.basis(), teacher).attach_prior(prior).eval()
     out = {}
     for label, (truth, observed, mask) in cases.items():
         x = truth.point_values().double()
         y = torch.nan_to_num(observed.point_values().float(), nan=0.0)
         psnr = lambda e: float(metrics.psnr(e.double(), x, data_range=data_range).mean())  # noqa: E731
         row = {}
-        for name, f in (("flow", flow), ("untrained", untrained)):
+        for name, f in variants.items():
             mean, _, smp = f.posterior(y, mask, 128, generator=torch.Generator().manual_seed(0), return_samples=True)
             row.update({f"{name}_psnr_k128": psnr(mean), f"{name}_psnr_k1": psnr(smp[:, 0]),
                         f"{name}_crps": float(metrics.crps_ensemble(smp.double(), x, weights).mean()),

@@ -24,12 +24,12 @@ from geoinv.flows._solve import flow_for_prior, solve_with_flow
 __all__ = [
     "ConditionalFlow", "FlowConfig", "Conditioning", "latent_basis", "dsm_bound", "gaussian_dsm_term", "flow_loss", "simulate_measurements",
     "save_flow", "load_flow", "load_shipped_flow", "has_shipped_flow", "list_shipped_flows", "solve_with_flow",
-    "flow_for_prior", "fit_flow", "train_flow", "evaluate_flow", "FlowOptimConfig", "FlowTrainConfig", "load_flow_config",
+    "flow_for_prior", "fit_flow", "distill_student", "train_flow", "evaluate_flow", "FlowOptimConfig", "FlowTrainConfig", "load_flow_config",
 ]
 
 
 def __getattr__(name):
-    if name in ("fit_flow", "train_flow", "FlowOptimConfig", "FlowTrainConfig", "load_flow_config", "evaluate_flow"):
+    if name in ("fit_flow", "distill_student", "train_flow", "FlowOptimConfig", "FlowTrainConfig", "load_flow_config", "evaluate_flow"):
         from geoinv.flows import _train
 
         return getattr(_train, name)

@@ -13,9 +13,13 @@ def train_flow_cmd(args: argparse.Namespace) -> int:
                      max_steps=args.max_steps)
     st = res.stats
     last = next((h for h in reversed(st["history"]) if "psnr_mean" in h), {})
+    dist = st.get("distill")
+    dlast = next((h for h in reversed(dist["history"]) if "psnr_student" in h), {}) if dist else {}
     print(f"saved {res.path}.safetensors/.json: {st['train_steps']} steps in {st['wall_time_s']:.0f} s"
           + (f"; validation PSNR (K=64 mean) {last['psnr_mean']:.2f} dB, untrained base {last['psnr_base']:.2f} dB"
-             if last else ""))
+             if last else "")
+          + (f"; distilled student {dist['steps']} steps in {dist['wall_time_s']:.0f} s, its base "
+             f"{dlast['psnr_student']:.2f} dB vs teacher {dlast['psnr_teacher']:.2f} dB" if dlast else ""))
     return 0
 
 

@@ -19,7 +19,7 @@ import torch
 
 from geoinv._version import __version__
 from geoinv.errors import CheckpointError, DomainMismatchError
-from geoinv.flows._model import ConditionalFlow, FlowConfig, latent_basis
+from geoinv.flows._model import PRIOR_BASES, ConditionalFlow, FlowConfig, latent_basis
 from geoinv.io._checkpoint import _paths
 
 __all__ = ["save_flow", "load_flow", "load_shipped_flow", "has_shipped_flow", "list_shipped_flows", "FLOW_FORMAT"]
@@ -126,10 +126,11 @@ def load_flow(path: str | os.PathLike, prior: Any = None) -> ConditionalFlow:
         raise CheckpointError(f"{st_path} does not match its sidecar {js_path}")
     cfg = FlowConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in meta["flow"].items()})
     spec = None
-    if not meta.get("basis_included") or cfg.base == "refined":  # the prior is needed: resolve it once
+    if not meta.get("basis_included") or cfg.base in PRIOR_BASES:  # the prior is needed: resolve it once
         spec = prior if prior is not None else meta.get("prior")
         if spec is None:
-            why = "stores no latent basis" if not meta.get("basis_included") else "is 'refined' (needs its diffusion prior)"
+            why = ("stores no latent basis" if not meta.get("basis_included")
+                   else f"has base {cfg.base!r} (needs its diffusion prior)")
             raise CheckpointError(f"{js_path} {why} and names no prior; pass prior=")
         if isinstance(spec, str):
             spec = load_prior_spec(spec)
@@ -145,7 +146,7 @@ def load_flow(path: str | os.PathLike, prior: Any = None) -> ConditionalFlow:
         raise CheckpointError(f"{js_path}: the prior's latent basis differs from the one the flow was trained with "
                               "(another prior version?); re-train the flow for this prior")
     flow = ConditionalFlow(basis, cfg, fingerprint=meta.get("fingerprint"), name=meta.get("name", "flow"))
-    if cfg.base == "refined":
+    if cfg.base in PRIOR_BASES:
         flow.attach_prior(spec)
     try:
         flow.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")}, strict=True)

@@ -25,7 +25,11 @@ Structure (``z`` standard normal, ``u`` latent, ``x`` signal, ``D = N * C``)::
   Gaussian mean. With ``refine_steps = (f_1, ..., f_K)`` the estimate is denoised ``K``
   times at decreasing levels ``c f_k s_post``, the observed points pulled back to the
   measurement between calls (a short plug-and-play iteration; ``(1, 0.6, 0.35)`` gains
-  another 0.5-0.8 dB there). ``"standard"``: ``m_u = 0``, ``L = I``. The learned layers act
+  another 0.5-0.8 dB there). ``"distilled"``: the same estimate (the teacher) from ONE call
+  of a student network, a copy of the prior's graph network that also sees the mask and the
+  observed residual, distilled from the teacher on training measurements
+  (:meth:`ConditionalFlow.distill_loss`; no ground truth) and frozen afterwards: the
+  accuracy of ``K`` calls at the cost of one. ``"standard"``: ``m_u = 0``, ``L = I``. The learned layers act
   on the deviation ``v`` from the base mean, so that shrinking the spread does not also shrink
   the mean towards the prior mean.
 * **Context**: ``"gaussian"`` feeds ``[m_u, log std_u, missing fraction]`` (functions of
@@ -50,6 +54,7 @@ arXiv:2407.17907 (2024).
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -61,6 +66,10 @@ from geoinv.errors import MaskError, ShapeError
 
 __all__ = ["FlowConfig", "ConditionalFlow", "Conditioning", "latent_basis"]
 
+#: base distributions of a flow, and those that need the flow's diffusion prior (attach_prior)
+BASES = ("gaussian", "refined", "distilled", "standard")
+PRIOR_BASES = ("refined", "distilled")
+
 
 @dataclass(frozen=True)
 class FlowConfig:
@@ -71,7 +80,10 @@ class FlowConfig:
     rank : int, optional
         Latent dimension ``r`` (top principal directions of the prior's Gaussian part);
         ``None`` = all of them.
-    base : {"gaussian", "refined", "standard"}
+    base : {"gaussian", "refined", "distilled", "standard"}
+        See the module docstring. ``"distilled"`` is ``"refined"`` with its ``K``-call
+        estimate (the teacher) replaced by one call of a student network (a copy of the
+        prior's network, fine-tuned to reproduce the teacher: :meth:`ConditionalFlow.distill_loss`).
     context : {"gaussian", "raw"}
     n_couplings : int
         Affine coupling layers.
@@ -110,8 +122,8 @@ class FlowConfig:
     refine_steps: tuple = (1.0,)
 
     def __post_init__(self):
-        if self.base not in ("gaussian", "refined", "standard"):
-            raise ValueError(f"base must be 'gaussian', 'refined' or 'standard', got {self.base!r}")
+        if self.base not in BASES:
+            raise ValueError(f"base must be one of {', '.join(map(repr, BASES))}, got {self.base!r}")
         if not self.refine_scale > 0:
             raise ValueError(f"refine_scale must be positive, got {self.refine_scale}")
         steps = tuple(float(f) for f in self.refine_steps)
@@ -179,6 +191,19 @@ class Conditioning:
     base_logdet: torch.Tensor  # (B,)  log|det du0/dz|
 
 
+def _inference(fn):
+    """Run ``fn`` under ``torch.inference_mode`` (less dispatch per small op: ~8 % of a posterior
+    mean on the CPU) and return ordinary tensors (clones), which callers may modify in place."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with torch.inference_mode():
+            out = fn(*args, **kwargs)
+        if isinstance(out, tuple):
+            return tuple(t.clone() for t in out)
+        return out.clone()
+    return wrapper
+
+
 def _mlp_zero_last(i: int, h: int, o: int) -> nn.Sequential:
     net = nn.Sequential(nn.Linear(i, h), nn.SiLU(), nn.Linear(h, h), nn.SiLU(), nn.Linear(h, o))
     nn.init.zeros_(net[-1].weight)
@@ -211,18 +236,22 @@ class _Coupling(nn.Module):
         t, s = self.lin_out(a).chunk(2, dim=-1)
         return t, self.clamp * torch.tanh(s / self.clamp)
 
+    @staticmethod
+    def _permute(u: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        # index_select on the 2-D view: 5x faster than u[..., idx] on the CPU for these shapes
+        return u.reshape(-1, u.shape[-1]).index_select(1, idx).reshape(u.shape)
+
     def forward(self, u: torch.Tensor, ctx: torch.Tensor):
-        u = u[..., self.perm]
+        u = self._permute(u, self.perm)
         ua, ub = u[..., : self.h], u[..., self.h:]
         t, s = self._st(ua, ctx)
-        out = torch.cat([ua, ub * s.exp() + t], -1)[..., self.inv]
-        return out, s.sum(-1)
+        return self._permute(torch.cat([ua, ub * s.exp() + t], -1), self.inv), s.sum(-1)
 
     def inverse(self, u: torch.Tensor, ctx: torch.Tensor):
-        u = u[..., self.perm]
+        u = self._permute(u, self.perm)
         ua, ub = u[..., : self.h], u[..., self.h:]
         t, s = self._st(ua, ctx)
-        return torch.cat([ua, (ub - t) * (-s).exp()], -1)[..., self.inv]
+        return self._permute(torch.cat([ua, (ub - t) * (-s).exp()], -1), self.inv)
 
 
 class ConditionalFlow(nn.Module):
@@ -271,6 +300,7 @@ class ConditionalFlow(nn.Module):
         self.register_buffer("W", (v * lam.sqrt()).float(), persistent=False)
         self.register_buffer("sqrt_lam", lam.sqrt().float(), persistent=False)
         self.register_buffer("WtW", self.W.T @ self.W, persistent=False)
+        self.register_buffer("W_pad", torch.cat([self.W, self.W.new_zeros(1, r)]), persistent=False)  # for gram
         self._pinv_cache: tuple = ()
         self.floor = float(basis["floor"])
         # the complement matters (exact marginalisation in the base, noise in the samples) only when its
@@ -290,8 +320,22 @@ class ConditionalFlow(nn.Module):
 
     # ------------------------------------------------------------------------------------------
     def attach_prior(self, prior: Any) -> "ConditionalFlow":
-        """Give a ``"refined"`` flow its frozen diffusion prior (not a submodule: not saved, not trained)."""
+        """Give a ``"refined"`` or ``"distilled"`` flow its frozen diffusion prior (not a submodule: not saved).
+
+        A ``"distilled"`` flow without a student gets one here: a copy of the prior's network
+        with two zero-weighted input channels per signal channel (the mask and the observed
+        residual), i.e. at first the prior's one-call estimate. The student is a submodule
+        (saved with the flow, trained by :meth:`distill_loss`, frozen in the flow objective).
+        """
         self.__dict__["_refiner"] = prior
+        if self.config.base == "distilled" and getattr(self, "student", None) is None:
+            net = getattr(prior, "backbone", None)
+            if not hasattr(net, "with_extra_inputs") or getattr(prior, "base", None) is None:
+                raise TypeError(f"base='distilled' needs a residual EDMDenoiser prior with a graph backbone, got "
+                                f"{type(prior).__name__} ({type(net).__name__}); use base='refined'")
+            self.student = net.with_extra_inputs(2 * self.event_shape[1])
+            for p in self.student.parameters():
+                p.requires_grad_(False)
         return self
 
     def basis(self) -> dict:
@@ -331,10 +375,9 @@ class ConditionalFlow(nn.Module):
         use_miss = n_miss < n_obs
         sel = ~obs if use_miss else obs
         k = n_miss if use_miss else n_obs
-        wpad = torch.cat([self.W, self.W.new_zeros(1, self.rank)])
         idx = torch.argsort(sel.to(torch.int8), dim=1, descending=True, stable=True)[:, :k]
         idx = torch.where(torch.gather(sel, 1, idx), idx, torch.full_like(idx, d))
-        wg = wpad[idx]  # (B, k, r)
+        wg = self.W_pad[idx]  # (B, k, r)
         g = wg.transpose(1, 2) @ wg
         return (self.WtW - g) if use_miss else g
 
@@ -351,28 +394,9 @@ class ConditionalFlow(nn.Module):
         """
         s = float(self.config.noise_std if noise_std is None else noise_std)
         yc, m = self._flat_inputs(y, mask)
-        b, r = yc.shape[0], self.rank
-        dt = self.W.dtype
-        gram = self.gram(m)  # (B, r, r) = W^T M W
-        eye = torch.eye(r, dtype=dt, device=yc.device)
-        c = self.floor
-        if self.has_complement:
-            # exact marginal posterior of u under the probabilistic PCA: on the observed points the
-            # complement plus noise has covariance a I - c B B^T (B = observed rows of V, a = s^2 + c);
-            # by Woodbury the precision is I + S Q (a I - c Q)^-1 S and the right-hand side
-            # S (a I - c Q)^-1 B^T y, with Q = B^T B = S^-1 (W^T M W) S^-1, S = diag(sqrt lam)
-            sl = self.sqrt_lam
-            q = gram / (sl[:, None] * sl[None, :])
-            kchol = torch.linalg.cholesky((s * s + c) * eye - c * q)
-            rq = torch.cholesky_solve(q, kchol)
-            prec = eye + 0.5 * (rq + rq.transpose(-1, -2)) * (sl[:, None] * sl[None, :])
-            rhs = sl * torch.cholesky_solve((yc @ self.V).unsqueeze(-1), kchol).squeeze(-1)
-        else:  # no (or a negligible) complement: the masked likelihood alone
-            prec = eye + gram / (s * s + c)
-            rhs = (yc @ self.W) / (s * s + c)
-        chol = torch.linalg.cholesky(prec)
-        mean_u = torch.cholesky_solve(rhs.unsqueeze(-1), chol).squeeze(-1)
-        if self.config.base == "refined":
+        b, dt = yc.shape[0], self.W.dtype
+        prec, chol, mean_u = self._gaussian(yc, m, s)
+        if self.config.base in PRIOR_BASES:
             mean_u = self._refine(mean_u, chol, yc, m, s)
         # context feature: 1 / sqrt(diag P), the conditional std of each latent coordinate
         std_u = prec.diagonal(dim1=-2, dim2=-1).rsqrt()
@@ -393,35 +417,84 @@ class ConditionalFlow(nn.Module):
             mean_u_base = mean_u
         return Conditioning(mean_u_base, chol, std_u, ctx, base_logdet)
 
-    @torch.no_grad()
+    def _gaussian(self, yc: torch.Tensor, m: torch.Tensor, s: float):
+        """Latent posterior under the Gaussian part: precision ``P`` (B, r, r), its Cholesky factor, mean (B, r)."""
+        r, dt = self.rank, self.W.dtype
+        gram = self.gram(m)  # (B, r, r) = W^T M W
+        eye = torch.eye(r, dtype=dt, device=yc.device)
+        c = self.floor
+        if self.has_complement:
+            # exact marginal posterior of u under the probabilistic PCA: on the observed points the
+            # complement plus noise has covariance a I - c B B^T (B = observed rows of V, a = s^2 + c);
+            # by Woodbury the precision is I + S Q (a I - c Q)^-1 S and the right-hand side
+            # S (a I - c Q)^-1 B^T y, with Q = B^T B = S^-1 (W^T M W) S^-1, S = diag(sqrt lam)
+            sl = self.sqrt_lam
+            q = gram / (sl[:, None] * sl[None, :])
+            kchol = torch.linalg.cholesky((s * s + c) * eye - c * q)
+            rq = torch.cholesky_solve(q, kchol)
+            prec = eye + 0.5 * (rq + rq.transpose(-1, -2)) * (sl[:, None] * sl[None, :])
+            rhs = sl * torch.cholesky_solve((yc @ self.V).unsqueeze(-1), kchol).squeeze(-1)
+        else:  # no (or a negligible) complement: the masked likelihood alone
+            prec = eye + gram / (s * s + c)
+            rhs = (yc @ self.W) / (s * s + c)
+        chol = torch.linalg.cholesky(prec)
+        mean_u = torch.cholesky_solve(rhs.unsqueeze(-1), chol).squeeze(-1)
+        return prec, chol, mean_u
+
     def _refine(self, mean_u: torch.Tensor, chol: torch.Tensor, yc: torch.Tensor, m: torch.Tensor,
-                s: float) -> torch.Tensor:
+                s: float, teacher: bool = False) -> torch.Tensor:
         """Latent mean of the frozen prior's estimate started from the Gaussian posterior mean (B, r).
 
         ``yc`` (B, D) is the centred, masked measurement and ``m`` (B, D) the 0/1 mask of
-        :meth:`_flat_inputs`; ``s`` the measurement noise std.
+        :meth:`_flat_inputs`; ``s`` the measurement noise std. A ``"distilled"`` flow calls
+        its student once (with gradients to the student when they are enabled), unless
+        ``teacher``: then, as for ``"refined"``, the prior is called ``len(refine_steps)`` times.
         """
         prior = self.__dict__.get("_refiner")
         if prior is None:
-            raise ValueError("a flow with base='refined' needs its diffusion prior: flow.attach_prior(prior) "
-                             "(load_flow and geoinv.solve do this)")
-        # root-mean-square posterior std: trace(P^-1 W^T W) / D = ||L^-1 diag(sqrt lam)||_F^2 / D
+            raise ValueError(f"a flow with base={self.config.base!r} needs its diffusion prior: "
+                             "flow.attach_prior(prior) (load_flow and geoinv.solve do this)")
+        # root-mean-square posterior std: trace(P^-1 W^T W) / D = sum_i lam_i (P^-1)_ii / D
         # (W^T W = diag(lam): V is orthonormal), plus the complement's floor
-        eye = torch.diag_embed(self.sqrt_lam.to(chol.dtype)).expand(chol.shape)
-        tr = torch.linalg.solve_triangular(chol, eye, upper=False).pow(2).sum((-2, -1))
+        tr = (torch.cholesky_inverse(chol).diagonal(dim1=-2, dim2=-1) * self.sqrt_lam.to(chol.dtype) ** 2).sum(-1)
         s_post = ((tr + self.floor * (self.dim - self.rank)) / self.dim).clamp_min(0).sqrt()
         x = self.decode(mean_u)
         dt = next((p.dtype for p in prior.parameters()), x.dtype) if isinstance(prior, nn.Module) else torch.float64
-        steps = self.config.refine_steps
-        for k, f in enumerate(steps):
-            sigma = self.config.refine_scale * f * s_post
-            x = prior.denoise(x.to(dt), sigma.to(dt)).to(mean_u.dtype)
-            if k + 1 < len(steps):
-                # observed points: precision-weighted mean of measurement (var s^2) and estimate (var sigma^2)
-                xc = x.reshape(x.shape[0], -1) - self.mu
-                w = (sigma**2 / (sigma**2 + s * s)).unsqueeze(-1)
-                x = (xc + m * w * (yc - xc) + self.mu).reshape(x.shape)
+        sigmas = [self.config.refine_scale * f * s_post for f in self.config.refine_steps]
+        if self.config.base == "distilled" and not teacher:
+            # one student call at the teacher's first level; extra inputs: mask, observed residual / s
+            xc = x.reshape(x.shape[0], -1) - self.mu
+            extra = torch.stack([m, m * (yc - xc) / s], -1).reshape(*x.shape[:-1], -1)
+            x = prior.denoise(x.to(dt), sigmas[0].to(dt), extra=extra.to(dt), backbone=self.student)
+            return self.encode(x.to(mean_u.dtype))
+        with torch.no_grad():
+            for k, sigma in enumerate(sigmas):
+                x = prior.denoise(x.to(dt), sigma.to(dt)).to(mean_u.dtype)
+                if k + 1 < len(sigmas):
+                    # observed points: precision-weighted mean of measurement (var s^2) and estimate (var sigma^2)
+                    xc = x.reshape(x.shape[0], -1) - self.mu
+                    w = (sigma**2 / (sigma**2 + s * s)).unsqueeze(-1)
+                    x = (xc + m * w * (yc - xc) + self.mu).reshape(x.shape)
         return self.encode(x)
+
+    def distill_loss(self, y: torch.Tensor, mask: torch.Tensor, noise_std: float | None = None) -> torch.Tensor:
+        """Distillation loss of a ``"distilled"`` flow's student on measurements, shape (B,).
+
+        The mean squared difference, over the ``D`` points of the signal, between the
+        student's base mean and the teacher's (the ``"refined"`` base: ``len(refine_steps)``
+        calls of the frozen prior), both on the span of the latent basis:
+        ``||diag(sqrt lam) (u_student - u_teacher)||^2 / D``. No ground truth is involved.
+        Gradients flow to the student's parameters when they require them.
+        """
+        if self.config.base != "distilled":
+            raise ValueError(f"distill_loss needs a flow with base='distilled', this one has {self.config.base!r}")
+        s = float(self.config.noise_std if noise_std is None else noise_std)
+        yc, m = self._flat_inputs(y, mask)
+        with torch.no_grad():
+            _, chol, mean_g = self._gaussian(yc, m, s)
+            u_t = self._refine(mean_g, chol, yc, m, s, teacher=True)
+        u_s = self._refine(mean_g, chol, yc, m, s)
+        return ((u_s - u_t) * self.sqrt_lam).pow(2).sum(-1) / self.dim
 
     # ------------------------------------------------------------------------------------------
     def latent_forward(self, z: torch.Tensor, cond: Conditioning):
@@ -531,7 +604,7 @@ class ConditionalFlow(nn.Module):
             lp = lp - 0.5 * (perp**2).sum(-1) / self.floor - 0.5 * k * math.log(2 * math.pi * self.floor)
         return lp
 
-    @torch.no_grad()
+    @_inference
     def sample(self, y: torch.Tensor, mask: torch.Tensor, n_samples: int, generator: torch.Generator | None = None,
                noise_std: float | None = None, complement: bool = True, cond: Conditioning | None = None) -> torch.Tensor:
         """Posterior samples, shape (B, n_samples, N, C): one coupling-network pass per sample.
@@ -551,7 +624,7 @@ class ConditionalFlow(nn.Module):
         u, _ = self.latent_forward(z, cond)
         return self.decode(u, xi)
 
-    @torch.no_grad()
+    @_inference
     def posterior(self, y: torch.Tensor, mask: torch.Tensor, n_samples: int = 128,
                   generator: torch.Generator | None = None, noise_std: float | None = None,
                   return_samples: bool = False, return_std: bool = True):

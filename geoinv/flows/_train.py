@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -23,8 +24,8 @@ from geoinv.flows._model import ConditionalFlow, FlowConfig, latent_basis
 from geoinv.flows._objective import flow_loss, simulate_measurements
 from geoinv.training._config import DataConfig, _build
 
-__all__ = ["FlowOptimConfig", "FlowTrainConfig", "load_flow_config", "flow_config_from_dict", "fit_flow", "train_flow", "evaluate_flow",
-           "FlowTrainResult"]
+__all__ = ["FlowOptimConfig", "FlowTrainConfig", "load_flow_config", "flow_config_from_dict", "fit_flow",
+           "distill_student", "train_flow", "evaluate_flow", "FlowTrainResult"]
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,11 @@ class FlowOptimConfig:
         much lower variance.
     missing : (float, float)
         Missing fraction of the simulated training masks, uniform in this range.
+    distill_steps, distill_batch_size, distill_lr :
+        First stage of a ``base="distilled"`` flow (:func:`distill_student`): Adam steps,
+        measurements per step and learning rate (5 % linear warm-up, then cosine to ``lr_final``
+        times it) of the student's distillation, before the flow's own steps. A run killed during
+        this stage repeats it on resume (its state is saved once, when it ends).
     seed, val_every, ckpt_every, log_every, val_size, max_minutes, threads :
         As in :class:`geoinv.training.OptimConfig`.
     """
@@ -75,6 +81,9 @@ class FlowOptimConfig:
     n_sigma: int = 1
     control_variate: bool = False
     missing: tuple = (0.2, 0.7)
+    distill_steps: int = 1000
+    distill_batch_size: int = 16
+    distill_lr: float = 3e-4
     seed: int = 0
     val_every: int = 250
     ckpt_every: int = 250
@@ -86,8 +95,10 @@ class FlowOptimConfig:
     def __post_init__(self):
         if self.schedule not in ("cosine", "constant"):
             raise ValueError("schedule must be 'cosine' or 'constant'")
-        if self.steps < 1 or self.batch_size < 1 or self.n_z < 1 or self.n_sigma < 1:
-            raise ValueError("steps, batch_size, n_z and n_sigma must be positive")
+        if self.steps < 1 or self.batch_size < 1 or self.n_z < 1 or self.n_sigma < 1 or self.distill_batch_size < 1:
+            raise ValueError("steps, batch_size, n_z, n_sigma and distill_batch_size must be positive")
+        if self.distill_steps < 0:
+            raise ValueError("distill_steps must be >= 0")
         lo, hi = self.missing
         if not 0 <= lo <= hi < 1:
             raise ValueError(f"missing must be a range inside [0, 1), got {self.missing}")
@@ -198,6 +209,80 @@ def evaluate_flow(flow: ConditionalFlow, x: torch.Tensor, y: torch.Tensor, mask:
     return out
 
 
+def distill_student(flow: ConditionalFlow, train_x: torch.Tensor, opts: FlowOptimConfig = FlowOptimConfig(), *,
+                    progress: bool = False, val: tuple | None = None, data_range: float = 1.0) -> dict:
+    """First training stage of a ``base="distilled"`` flow: fit its student to its teacher, in place.
+
+    Measurements are simulated from ``train_x`` as in :func:`fit_flow`; the loss is
+    :meth:`~geoinv.flows.ConditionalFlow.distill_loss` (student against the frozen prior's
+    ``len(refine_steps)``-call estimate; no ground truth). The student is frozen again at the end.
+
+    Returns
+    -------
+    dict
+        ``steps``, ``wall_time_s``, ``history`` (train loss; with ``val``: validation loss
+        and the PSNR of the student's and the teacher's base means, truth used for the metric only).
+    """
+    from tqdm.auto import tqdm
+
+    from geoinv import metrics
+
+    o = opts
+    student = flow.student
+    params = list(student.parameters())
+    for p in params:
+        p.requires_grad_(True)
+    opt = torch.optim.Adam(params, lr=o.distill_lr)
+    gen = torch.Generator().manual_seed(o.seed + 21)
+    warm = max(1, o.distill_steps // 20)
+    hist, run, t0 = [], 0.0, time.perf_counter()
+
+    def validate(step):
+        vx, vy, vm = val
+        with torch.no_grad():
+            loss = float(flow.distill_loss(vy.to(flow.W.dtype), vm).mean())
+            yc, m = flow._flat_inputs(vy.to(flow.W.dtype), vm)
+            _, chol, mg = flow._gaussian(yc, m, flow.noise_std)
+            rec = {"step": step, "val_loss": loss}
+            for k, teacher in (("psnr_student", False), ("psnr_teacher", True)):
+                est = flow.decode(flow._refine(mg, chol, yc, m, flow.noise_std, teacher=teacher)).double()
+                rec[k] = float(metrics.psnr(est, vx.double(), data_range=data_range).mean())
+        hist.append(rec)
+        log.info("distill step %d: val loss %.3g, val PSNR student %.2f dB, teacher %.2f dB", step, loss,
+                 rec["psnr_student"], rec["psnr_teacher"])
+
+    if val is not None:
+        validate(0)
+    student.train()
+    bar = tqdm(total=o.distill_steps, disable=not progress, leave=False, desc="distill")
+    for step in range(1, o.distill_steps + 1):
+        idx = torch.randint(train_x.shape[0], (o.distill_batch_size,), generator=gen)
+        y, mask = simulate_measurements(train_x[idx], missing=tuple(o.missing), noise_std=flow.noise_std, generator=gen)
+        cos = 0.5 * (1 + math.cos(math.pi * max(0, step - warm) / max(1, o.distill_steps - warm)))
+        for gr in opt.param_groups:
+            gr["lr"] = o.distill_lr * min(1.0, step / warm) * (o.lr_final + (1 - o.lr_final) * cos)
+        loss = flow.distill_loss(y.to(flow.W.dtype), mask).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if o.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(params, o.grad_clip)
+        opt.step()
+        run += float(loss.detach())
+        bar.update(1)
+        if step % o.log_every == 0 or step == o.distill_steps:
+            hist.append({"step": step, "train_loss": run / (o.log_every if step % o.log_every == 0 else
+                                                            step % o.log_every)})
+            bar.set_postfix(loss=f"{hist[-1]['train_loss']:.3g}")
+            run = 0.0
+    bar.close()
+    student.eval()
+    for p in params:
+        p.requires_grad_(False)
+    if val is not None:
+        validate(o.distill_steps)
+    return {"steps": o.distill_steps, "wall_time_s": time.perf_counter() - t0, "history": hist}
+
+
 def fit_flow(flow: ConditionalFlow, prior: Any, train_x: torch.Tensor, opts: FlowOptimConfig = FlowOptimConfig(), *,
              progress: bool = False, val: tuple | None = None, out_dir: str | os.PathLike | None = None,
              resume: bool = True, cfg_dict: dict | None = None, stats: dict | None = None,
@@ -229,6 +314,9 @@ def fit_flow(flow: ConditionalFlow, prior: Any, train_x: torch.Tensor, opts: Flo
         control = getattr(prior, "base", None)
         if control is None:
             raise ValueError("control_variate needs a residual prior (one with a Gaussian base)")
+    distilled = flow.config.base == "distilled"
+    if distilled and getattr(flow, "student", None) is None:
+        flow.attach_prior(prior)
     ema = copy.deepcopy(flow, {id(prior): prior})  # the frozen prior (a "refined" base) is shared, not copied
     for p in ema.parameters():
         p.requires_grad_(False)
@@ -253,6 +341,12 @@ def fit_flow(flow: ConditionalFlow, prior: Any, train_x: torch.Tensor, opts: Flo
             _load_state(out, meta, flow, ema, opt, gens)
             step, stats = int(meta["step"]), meta["stats"]
             log.info("resuming flow training from step %d", step)
+    if distilled and "distill" not in stats:
+        # stage 1 (the student's weights are part of the flow's state: a resumed run has them)
+        stats["distill"] = distill_student(flow, train_x, o, progress=progress, val=val, data_range=data_range)
+        ema.load_state_dict(flow.state_dict())
+        if out is not None:
+            _save_state(out, step, flow, ema, opt, gens, stats, cfg_dict or {})
     vgen_seed = o.seed + 104729
     t0 = time.perf_counter()
     wall0 = stats["wall_time_s"]

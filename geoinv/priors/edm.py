@@ -173,16 +173,12 @@ class EDMDenoiser(nn.Module, Prior):
         """True when the network learns a correction on top of a Gaussian denoiser."""
         return self.base is not None
 
-    def _net_dtype(self) -> torch.dtype:
-        for p in self.backbone.parameters():
-            return p.dtype
-        return torch.float32
-
     def preconditioning(self, sigma: torch.Tensor):
         """``(c_skip, c_out, c_in, c_noise)`` at data-unit noise levels ``sigma`` (normalized inside)."""
         return edm_coefficients(sigma / self.data_std, self.sigma_data)
 
-    def denoise(self, x: torch.Tensor, sigma: Any) -> torch.Tensor:
+    def denoise(self, x: torch.Tensor, sigma: Any, *, extra: torch.Tensor | None = None,
+                backbone: nn.Module | None = None) -> torch.Tensor:
         """Denoised estimate ``D(x; sigma)``.
 
         Parameters
@@ -191,23 +187,33 @@ class EDMDenoiser(nn.Module, Prior):
             Noisy signals, data units.
         sigma : float or Tensor, shape (B,)
             Noise standard deviations, data units.
+        extra : Tensor, shape (B, N, k), optional
+            More input channels, appended after the usual ones; only for a ``backbone``
+            built with ``k`` more input channels.
+        backbone : nn.Module, optional
+            Evaluate this network instead of the prior's own, with the prior's
+            preconditioning and Gaussian base (a flow's distilled student,
+            :meth:`~geoinv.priors.backbones.GraphUNet.with_extra_inputs`).
 
         Returns
         -------
         Tensor, shape (B, N, C), dtype of ``x``
         """
         self.check_x(x)
+        net = self.backbone if backbone is None else backbone
         s = as_sigma(sigma, x)
         c_skip, c_out, c_in, c_noise = self.preconditioning(s)
         mean = self.data_mean.to(device=x.device, dtype=x.dtype)
         xn = (x - mean) / self.data_std
-        wd = self._net_dtype()
+        wd = next((p.dtype for p in net.parameters()), torch.float32)
         inp = c_in * xn
         if self.base is not None:
             d_base = self.base.denoise(x, s.reshape(-1))
             if self.base_input:
                 inp = torch.cat([inp, (d_base - mean) / self.data_std], -1)
-        f = self.backbone(inp.to(wd), c_noise.reshape(-1).to(wd)).to(x.dtype)
+        if extra is not None:
+            inp = torch.cat([inp, extra.to(inp.dtype)], -1)
+        f = net(inp.to(wd), c_noise.reshape(-1).to(wd)).to(x.dtype)
         if self.base is not None:
             return d_base + (self.data_std * c_out) * f
         return mean + self.data_std * (c_skip * xn + c_out * f)

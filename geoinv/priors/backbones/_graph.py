@@ -408,6 +408,32 @@ class GraphUNet(Backbone):
         new.load_state_dict({k: v for k, v in self.state_dict().items() if k not in hier}, strict=False)
         return new
 
+    def __getstate__(self):
+        # copies (deepcopy, pickling by torch's multiprocessing) rebuild their sparse matrices lazily:
+        # sparse CSR tensors cannot be deep-copied
+        state = dict(self.__dict__)
+        state["_adj_cache"] = {}
+        return state
+
+    def with_extra_inputs(self, k: int) -> "GraphUNet":
+        """A copy of this network (same weights) taking ``k`` more input channels.
+
+        The new channels come after the existing input and conditioning channels (before
+        the positional features) and get zero weights, so the copy computes the same function
+        until it is trained: the starting point of a flow's distilled student.
+        """
+        import copy
+        import dataclasses
+
+        cfg = dataclasses.replace(self.config, cond_channels=self.config.cond_channels + int(k))
+        new = type(self)(cfg, {n: t for n, t in self.hierarchy().items()})
+        state = copy.deepcopy(self.state_dict())
+        w = state["lin_in.weight"]
+        cut = self.config.channels + self.config.cond_channels
+        state["lin_in.weight"] = torch.cat([w[:, :cut], w.new_zeros(w.shape[0], int(k)), w[:, cut:]], 1)
+        new.load_state_dict(state)
+        return new.to(w.dtype)
+
     # -- forward ------------------------------------------------------------------------------
     def _adj(self, l: int, dtype: torch.dtype) -> torch.Tensor:
         idx, w = getattr(self, f"adj_idx{l}"), getattr(self, f"adj_w{l}")
