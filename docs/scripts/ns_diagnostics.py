@@ -15,10 +15,13 @@ observation time T (0.05, 0.25, 0.5, 1): EnKG (Kalman update, stochastic steps) 
 validation fields, and the forward model's sensitivity (relative change of ``A(x)`` for a 10 %
 perturbation of ``x`` along the difference of two training fields).
 
-``python docs/scripts/ns_diagnostics.py var [N] [ITERS] [SIGMA]``: what exact gradients buy (4D-Var, not a
+``python docs/scripts/ns_diagnostics.py var [N] [ITERS] [SIGMA] [START]``: what exact gradients buy (4D-Var, not a
 black-box method): L-BFGS on ``||A(x) - y||^2 / (2 SIGMA^2) + ||xi||^2 / 2`` with ``x = mean + C^(1/2) xi``, ``C``
-the stationary (per-Fourier-mode) covariance of the training fields, from ``xi = 0`` (the training mean), noise 0,
-on N validation fields; relative L2, relative data misfit and gradient evaluations.
+the stationary (per-Fourier-mode) covariance of the training fields, noise 0, on N validation fields; relative
+L2, relative data misfit and gradient evaluations. Started from the training mean (``START`` 0, default) or,
+to tell a bad landscape from missing information, from the truth moved by ``START`` times its norm along the
+difference of two training fields. ``SIGMA`` may be a comma-separated schedule (e.g. ``5,2,1,0.5,0.2,0.1,0.05``):
+a continuation in the data weight, ``ITERS`` L-BFGS iterations per stage.
 
 ``python docs/scripts/ns_diagnostics.py resolution``: the same sensitivity at 64x64 and 128x128 (fresh
 GRF fields spun up 5 time units at each resolution; perturbations of 1 % and 10 %), to check that the
@@ -160,7 +163,7 @@ def main(n: int = 1, sizes=(32, 128, 512)) -> list[dict]:
     return rows
 
 
-def variational(n: int = 2, iters: int = 1500, sigma: float = 0.05) -> list[dict]:
+def variational(n: int = 2, iters: int = 1500, sigma=(0.05,), start: float = 0.0) -> list[dict]:
     torch.set_num_threads(1)
     from geoinv.bench._navier_stokes import make_operator
     from geoinv.fluids import SCALE, load_fields
@@ -173,22 +176,28 @@ def variational(n: int = 2, iters: int = 1500, sigma: float = 0.05) -> list[dict
     for i, w in enumerate(validation_fields(n)):
         xt = (w / SCALE).double().reshape(1, -1, 1)
         y = op(xt)
-        xi = torch.zeros(64, 64, dtype=torch.float64, requires_grad=True)
+        xi = torch.zeros(64, 64, dtype=torch.float64)
+        if start:
+            d = tr[2 * i] - tr[2 * i + 1]
+            x0 = xt.reshape(64, 64) + start * d * xt.norm() / d.norm()
+            xi = torch.fft.ifft2(torch.fft.fft2(x0 - mean) / sqrt_c.clamp_min(1e-6 * float(sqrt_c.max()))).real
+        xi.requires_grad_(True)
         to_x = lambda v: (mean + torch.fft.ifft2(torch.fft.fft2(v) * sqrt_c).real).reshape(1, -1, 1)  # noqa: E731
-        opt = torch.optim.LBFGS([xi], lr=1, max_iter=iters, history_size=20, line_search_fn="strong_wolfe")
         evals, t0 = [0], time.perf_counter()
+        for sig in sigma:
+            opt = torch.optim.LBFGS([xi], lr=1, max_iter=iters, history_size=20, line_search_fn="strong_wolfe")
 
-        def closure():
-            opt.zero_grad()
-            loss = 0.5 * (op(to_x(xi)) - y).pow(2).sum() / sigma**2 + 0.5 * xi.pow(2).sum()
-            loss.backward()
-            evals[0] += 1
-            return loss
+            def closure():
+                opt.zero_grad()
+                loss = 0.5 * (op(to_x(xi)) - y).pow(2).sum() / sig**2 + 0.5 * xi.pow(2).sum()
+                loss.backward()
+                evals[0] += 1
+                return loss
 
-        opt.step(closure)
+            opt.step(closure)
         with torch.no_grad():
             x = to_x(xi)
-            row = {"field": i, "rel_l2": float((x - xt).norm() / xt.norm()),
+            row = {"field": i, "start": start, "sigma": list(sigma), "rel_l2": float((x - xt).norm() / xt.norm()),
                    "rel_misfit": float((op(x) - y).norm() / y.norm()), "gradient_evals": evals[0],
                    "seconds": time.perf_counter() - t0}
         print(json.dumps(row), flush=True)
@@ -206,7 +215,10 @@ if __name__ == "__main__":
     elif cmd == "resolution":
         resolution()
     elif cmd == "var":  # var [N] [ITERS] [SIGMA]
-        variational(*[int(v) for v in args[:2]], *[float(v) for v in args[2:3]])
+        kw = {"sigma": tuple(float(v) for v in args[2].split(","))} if len(args) > 2 else {}
+        if len(args) > 3:
+            kw["start"] = float(args[3])
+        variational(*[int(v) for v in args[:2]], **kw)
     else:
         a = [int(v) for v in args]
         if cmd == "info":
