@@ -422,17 +422,16 @@ class GraphUNet(Backbone):
         the positional features) and get zero weights, so the copy computes the same function
         until it is trained: the starting point of a flow's distilled student.
         """
-        import copy
         import dataclasses
 
         cfg = dataclasses.replace(self.config, cond_channels=self.config.cond_channels + int(k))
-        new = type(self)(cfg, {n: t for n, t in self.hierarchy().items()})
-        state = copy.deepcopy(self.state_dict())
+        state = self.state_dict()  # load_state_dict copies: the new network owns its weights
         w = state["lin_in.weight"]
         cut = self.config.channels + self.config.cond_channels
         state["lin_in.weight"] = torch.cat([w[:, :cut], w.new_zeros(w.shape[0], int(k)), w[:, cut:]], 1)
+        new = type(self)(cfg, self.hierarchy()).to(w.dtype)  # the dtype first: a float64 copy stays exact
         new.load_state_dict(state)
-        return new.to(w.dtype)
+        return new
 
     # -- forward ------------------------------------------------------------------------------
     def _adj(self, l: int, dtype: torch.dtype) -> torch.Tensor:
