@@ -274,6 +274,27 @@ def test_gaussian_base_marginalises_the_complement_exactly(floor):
     assert (torch.cholesky_inverse(torch.linalg.cholesky(approx)) - want).abs().max() > 1e-4
 
 
+@pytest.mark.parametrize("missing", [0.2, 0.8])
+def test_gram_is_the_masked_product_and_exactly_symmetric(missing):
+    """``gram(m) = W^T diag(m) W`` from the observed rows (mostly missing) or from the missing ones
+    (mostly observed), padded to the batch; block-upper products mirrored, so exactly symmetric."""
+    from geoinv.flows._model import _gram
+
+    g = torch.Generator().manual_seed(5)
+    a = torch.randn(2, 11, 7, generator=g, dtype=torch.float64)
+    got = _gram(a)
+    assert torch.allclose(got, a.transpose(1, 2) @ a, atol=1e-12) and torch.equal(got, got.transpose(1, 2))
+    v, _ = torch.linalg.qr(torch.randn(40, 7, generator=g, dtype=torch.float64))
+    lam = torch.logspace(0, -2, 7, dtype=torch.float64)
+    flow = ConditionalFlow({"mean": torch.zeros(40, 1), "eigvecs": v, "eigvals": lam, "floor": 0.0},
+                           FlowConfig(n_couplings=1, hidden=4, context_dim=4)).double()
+    m = (torch.rand(3, 40, generator=g) > missing).double()
+    m[0] = 1.0  # nothing missing next to partly observed rows: padding must not leak
+    want = torch.einsum("di,bd,dj->bij", flow.W, m, flow.W)
+    got = flow.gram(m)
+    assert torch.allclose(got, want, atol=1e-6) and torch.equal(got, got.transpose(1, 2))  # float32 buffers
+
+
 def test_learned_contraction_keeps_the_base_mean():
     """The layers act on the deviation from the base mean: a pure scale exp(a) < 1 narrows the
     spread by exp(a) and leaves the posterior mean where the base put it (format 2)."""

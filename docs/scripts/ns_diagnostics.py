@@ -23,6 +23,14 @@ to tell a bad landscape from missing information, from the truth moved by ``STAR
 difference of two training fields. ``SIGMA`` may be a comma-separated schedule (e.g. ``5,2,1,0.5,0.2,0.1,0.05``):
 a continuation in the data weight, ``ITERS`` L-BFGS iterations per stage.
 
+``python docs/scripts/ns_diagnostics.py learned-var [N] [ITERS] [LR] [LAM]``: the same continuation in the data
+weight (``SIGMA`` 5 ... 0.05) with the shipped *learned* prior instead of the stationary Gaussian: Adam on
+``xi`` with the data gradient plus ``LAM`` times the smoothed prior's score ``(x - D(x + s eps, s)) / s^2`` at a
+prior noise level ``s`` annealed with it (1 ... 0.05; RED-diff), ``ITERS`` steps per stage, from the training mean.
+
+``python docs/scripts/ns_diagnostics.py dps [N] [STEPS] [STEP_SIZE] [RULE]``: DPS (gradients through the solver)
+with a longer schedule than the benchmark's 30 steps, noise 0, N validation fields.
+
 ``python docs/scripts/ns_diagnostics.py resolution``: the same sensitivity at 64x64 and 128x128 (fresh
 GRF fields spun up 5 time units at each resolution; perturbations of 1 % and 10 %), to check that the
 amplification is the flow's, not an under-resolution artefact of the 64x64 grid.
@@ -163,14 +171,29 @@ def main(n: int = 1, sizes=(32, 128, 512)) -> list[dict]:
     return rows
 
 
-def variational(n: int = 2, iters: int = 1500, sigma=(0.05,), start: float = 0.0) -> list[dict]:
-    torch.set_num_threads(1)
-    from geoinv.bench._navier_stokes import make_operator
+def _whitening():
+    """Training fields (K, 64, 64) in normalized units, their mean, per-Fourier-mode std and ``xi -> x``.
+
+    ``x = mean + C^(1/2) xi`` with ``C`` the stationary (per-mode) covariance of the training fields.
+    """
     from geoinv.fluids import SCALE, load_fields
 
     tr = load_fields("train", 64).double().reshape(-1, 64, 64) / SCALE
     mean = tr.mean(0)
     sqrt_c = ((torch.fft.fft2(tr - mean).abs() ** 2).mean(0) / 64**2).sqrt()  # per-mode std, real-space units
+
+    def to_x(v):
+        return (mean + torch.fft.ifft2(torch.fft.fft2(v) * sqrt_c).real).reshape(1, -1, 1)
+
+    return tr, mean, sqrt_c, to_x
+
+
+def variational(n: int = 2, iters: int = 1500, sigma=(0.05,), start: float = 0.0) -> list[dict]:
+    torch.set_num_threads(1)
+    from geoinv.bench._navier_stokes import make_operator
+    from geoinv.fluids import SCALE
+
+    tr, mean, sqrt_c, to_x = _whitening()
     op = make_operator(0.0, differentiable=True)
     rows = []
     for i, w in enumerate(validation_fields(n)):
@@ -182,7 +205,6 @@ def variational(n: int = 2, iters: int = 1500, sigma=(0.05,), start: float = 0.0
             x0 = xt.reshape(64, 64) + start * d * xt.norm() / d.norm()
             xi = torch.fft.ifft2(torch.fft.fft2(x0 - mean) / sqrt_c.clamp_min(1e-6 * float(sqrt_c.max()))).real
         xi.requires_grad_(True)
-        to_x = lambda v: (mean + torch.fft.ifft2(torch.fft.fft2(v) * sqrt_c).real).reshape(1, -1, 1)  # noqa: E731
         evals, t0 = [0], time.perf_counter()
         for sig in sigma:
             opt = torch.optim.LBFGS([xi], lr=1, max_iter=iters, history_size=20, line_search_fn="strong_wolfe")
@@ -205,6 +227,80 @@ def variational(n: int = 2, iters: int = 1500, sigma=(0.05,), start: float = 0.0
     return rows
 
 
+def learned_var(n: int = 2, iters: int = 150, sigma=(5, 2, 1, 0.5, 0.2, 0.1, 0.05),
+                sigma_prior=(1.0, 0.7, 0.5, 0.3, 0.2, 0.1, 0.05), lr: float = 0.01, lam: float = 1.0) -> list[dict]:
+    """Annealed MAP with the learned prior (exact gradients; a diagnostic, not a black-box method).
+
+    Stage ``k``: ``iters`` Adam steps on the whitened ``xi`` (``x = mean + C^(1/2) xi``, as in :func:`variational`)
+    with the gradient in ``x``
+    ``grad ||A(x) - y||^2 / (2 sigma_k^2) + lam * (x - D(x + s_k eps, s_k)) / s_k^2`` (``D`` the shipped
+    prior's denoiser at noise level ``s_k = sigma_prior[k]``, fresh ``eps`` per step: the RED-diff form of the
+    smoothed prior's score), from the training mean, noise 0, on ``n`` validation fields.
+    """
+    torch.set_num_threads(1)
+    from geoinv.bench._navier_stokes import make_operator
+    from geoinv.fluids import SCALE
+    from geoinv.io import load_shipped_prior
+
+    prior = load_shipped_prior("navier-stokes").eval()
+    for p in prior.parameters():
+        p.requires_grad_(False)
+    _, _, _, to_x = _whitening()
+    op = make_operator(0.0, differentiable=True)
+    g = torch.Generator().manual_seed(0)
+    rows = []
+    for i, w in enumerate(validation_fields(n)):
+        xt = (w / SCALE).double().reshape(1, -1, 1)
+        y = op(xt).detach()
+        xi = torch.zeros(64, 64, dtype=torch.float64, requires_grad=True)  # x = training mean
+        opt = torch.optim.Adam([xi], lr=lr)
+        t0, trace = time.perf_counter(), []
+        for sig, sp in zip(sigma, sigma_prior):
+            for _ in range(iters):
+                opt.zero_grad()
+                x = to_x(xi)
+                with torch.no_grad():  # RED-diff: <stop-grad (x - D(x + s eps, s)) / s^2, x> has that gradient
+                    score = (x - prior.denoise((x + sp * torch.randn(x.shape, generator=g, dtype=x.dtype)).float(),
+                                               sp).double()) / sp**2
+                (0.5 * (op(x) - y).pow(2).sum() / sig**2 + lam * (score * x).sum()).backward()
+                opt.step()
+            with torch.no_grad():
+                x = to_x(xi)
+                trace.append((sig, sp, round(float((x - xt).norm() / xt.norm()), 3),
+                              round(float((op(x) - y).norm() / y.norm()), 3)))
+        row = {"field": i, "iters": iters, "lr": lr, "lam": lam, "rel_l2": trace[-1][2], "rel_misfit": trace[-1][3],
+               "seconds": time.perf_counter() - t0, "trace (sigma, sigma_prior, rel L2, rel misfit)": trace}
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    return rows
+
+
+def dps(n: int = 2, steps: int = 300, step_size: float = 0.3, rule: str = "norm") -> list[dict]:
+    """DPS (gradients through the solver) with a longer schedule than the benchmark's, noise 0, n validation fields."""
+    torch.set_num_threads(1)
+    from geoinv.bench._navier_stokes import SIGMA_MAX, _metrics, make_operator
+    from geoinv.fluids import SCALE
+    from geoinv.io import load_shipped_prior
+    from geoinv.samplers import DPS
+
+    prior = load_shipped_prior("navier-stokes").eval()
+    op = make_operator(0.0, differentiable=True)
+    sampler = DPS(num_steps=steps, step_size=step_size, step_rule=rule, sigma_max=SIGMA_MAX)
+    rows = []
+    for i, w in enumerate(validation_fields(n)):
+        x = (w / SCALE).double().reshape(1, -1, 1)
+        y = op(x).detach()
+        t0 = time.perf_counter()
+        res = sampler(y, op, prior, n_samples=1, generator=torch.Generator().manual_seed(i), progress=False)
+        with torch.no_grad():
+            mis = float((op(res.mean.reshape(x.shape).double()) - y).norm() / y.norm())
+        row = {"field": i, "steps": steps, "step_size": step_size, "rule": rule, **_metrics(res.samples, x[0]),
+               "rel_misfit": mis, "seconds": time.perf_counter() - t0}
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    return rows
+
+
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
     if cmd == "horizon":  # horizon [N] [J] [RADIUS] [T]
@@ -212,6 +308,10 @@ if __name__ == "__main__":
         if len(args) > 3:
             kw["horizons"] = (float(args[3]),)
         horizon(*[int(v) for v in args[:2]], **kw)
+    elif cmd == "learned-var":  # learned-var [N] [ITERS] [LR] [LAM]
+        learned_var(*[int(v) for v in args[:2]], **dict(zip(("lr", "lam"), (float(v) for v in args[2:4]))))
+    elif cmd == "dps":  # dps [N] [STEPS] [STEP_SIZE] [RULE]
+        dps(*[int(v) for v in args[:2]], *([float(args[2])] if len(args) > 2 else []), *args[3:4])
     elif cmd == "resolution":
         resolution()
     elif cmd == "var":  # var [N] [ITERS] [SIGMA]

@@ -204,6 +204,22 @@ def _inference(fn):
     return wrapper
 
 
+def _gram(a: torch.Tensor, blocks: int = 3) -> torch.Tensor:
+    """``a^T a`` for ``a`` (B, k, r), shape (B, r, r), exactly symmetric.
+
+    Only the blocks on and above the diagonal are multiplied (``blocks`` column blocks) and the
+    rest is mirrored: 2/3 of the work of one product for 3 blocks (torch has no ``syrk``).
+    """
+    r = a.shape[-1]
+    cut = [r * i // blocks for i in range(blocks + 1)]
+    out = a.new_empty(a.shape[0], r, r)
+    for lo, hi in zip(cut[:-1], cut[1:]):
+        row = a[..., lo:hi].transpose(1, 2) @ a[..., lo:]  # (B, hi - lo, r - lo)
+        out[:, lo:hi, lo:] = row
+        out[:, hi:, lo:hi] = row[:, :, hi - lo:].transpose(1, 2)
+    return out
+
+
 def _mlp_zero_last(i: int, h: int, o: int) -> nn.Sequential:
     net = nn.Sequential(nn.Linear(i, h), nn.SiLU(), nn.Linear(h, h), nn.SiLU(), nn.Linear(h, o))
     nn.init.zeros_(net[-1].weight)
@@ -299,7 +315,8 @@ class ConditionalFlow(nn.Module):
         self.register_buffer("V", v.float(), persistent=False)
         self.register_buffer("W", (v * lam.sqrt()).float(), persistent=False)
         self.register_buffer("sqrt_lam", lam.sqrt().float(), persistent=False)
-        self.register_buffer("WtW", self.W.T @ self.W, persistent=False)
+        wtw = self.W.T @ self.W
+        self.register_buffer("WtW", 0.5 * (wtw + wtw.T), persistent=False)  # exactly symmetric
         self.register_buffer("W_pad", torch.cat([self.W, self.W.new_zeros(1, r)]), persistent=False)  # for gram
         self._pinv_cache: tuple = ()
         self.floor = float(basis["floor"])
@@ -377,8 +394,7 @@ class ConditionalFlow(nn.Module):
         k = n_miss if use_miss else n_obs
         idx = torch.argsort(sel.to(torch.int8), dim=1, descending=True, stable=True)[:, :k]
         idx = torch.where(torch.gather(sel, 1, idx), idx, torch.full_like(idx, d))
-        wg = self.W_pad[idx]  # (B, k, r)
-        g = wg.transpose(1, 2) @ wg
+        g = _gram(self.W_pad[idx])  # rows (B, k, r) -> (B, r, r)
         return (self.WtW - g) if use_miss else g
 
     def condition(self, y: torch.Tensor, mask: torch.Tensor, noise_std: float | None = None) -> Conditioning:
