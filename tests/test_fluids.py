@@ -186,3 +186,117 @@ def test_dask_operator_matches_in_process():
             dop(x.clone().requires_grad_(True))
     # same numbers up to float32 round-off (batched FFT/SIMD paths differ with the chunk size)
     assert torch.allclose(got, expected, rtol=1e-5, atol=1e-5), float((got - expected).abs().max())
+
+
+# -- derivative-free multiscale Gauss-Newton ----------------------------------------------------------
+def _stationary(n=8, seed=0):
+    from geoinv.fluids import StationaryGaussian
+
+    return StationaryGaussian.fit(grf_torus(400, n, alpha=3.0, tau=3.0, generator=torch.Generator().manual_seed(seed)))
+
+
+def test_stationary_gaussian_whitens_and_has_the_fitted_spectrum():
+    g = _stationary()
+    xi = torch.randn(3, 8, 8, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    xi = xi - xi.mean((1, 2), keepdim=True)  # the GRF training fields have no mean mode: it has zero std
+    assert float(g.mode_std[0, 0]) < 1e-12 * float(g.mode_std.max())
+    assert torch.allclose(g.to_xi(g.to_x(xi)), xi, atol=1e-10)
+    z = g.to_x(torch.randn(20_000, 8, 8, generator=torch.Generator().manual_seed(2), dtype=torch.float64))
+    emp = (torch.fft.fft2(z - g.mean).abs() ** 2).mean(0).sqrt() / 8
+    assert torch.allclose(emp, g.mode_std, rtol=0.03, atol=1e-3 * float(g.mode_std.max()))
+
+
+def test_fourier_basis_is_orthonormal_and_spans_the_square_band():
+    from geoinv.fluids import fourier_basis
+
+    b = fourier_basis(8, 2).flatten(1)
+    assert b.shape == (25, 64)
+    assert torch.allclose(b @ b.T, torch.eye(25, dtype=b.dtype), atol=1e-12)
+    v = torch.randn(8, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    proj = (b.T @ (b @ v.flatten())).reshape(8, 8)
+    f = torch.fft.fftfreq(8, 1 / 8).abs()
+    band = (torch.maximum(f[:, None], f[None, :]) <= 2).to(torch.complex128)
+    assert torch.allclose(proj, torch.fft.ifft2(torch.fft.fft2(v) * band).real, atol=1e-12)
+    with pytest.raises(ValueError, match="k must be"):
+        fourier_basis(8, 4)
+
+
+def test_lowpass_damps_a_cosine_by_the_gaussian_factor():
+    from geoinv.fluids import lowpass
+
+    g = 2 * math.pi * torch.arange(16, dtype=torch.float64) / 16
+    c = torch.cos(3 * g)[None, :].expand(16, 16).reshape(1, -1)
+    assert torch.allclose(lowpass(c, 2.0, (16, 16)), math.exp(-9 / 8) * c, atol=1e-12)
+    assert lowpass(c, 0.0, (16, 16)) is c
+
+
+class _LinearGridObservation:
+    """y = (heat-smoothed x)[::2, ::2] on an n x n torus: a linear black box with obs_shape and noise_std."""
+
+    noise_std = 0.3
+
+    def __init__(self, n=8):
+        self.n, self.obs_shape = n, (n // 2, n // 2)
+        f = torch.fft.fftfreq(n, 1 / n)
+        self.kernel = torch.exp(-0.05 * (f[:, None] ** 2 + f[None, :] ** 2))
+
+    def __call__(self, x):
+        if torch.is_grad_enabled() and x.requires_grad:
+            raise AssertionError("the black box must not be differentiated")
+        v = torch.fft.ifft2(torch.fft.fft2(x.reshape(-1, self.n, self.n)) * self.kernel).real
+        return v[:, ::2, ::2].reshape(x.shape[0], -1)
+
+
+def test_gauss_newton_reaches_the_exact_map_of_a_linear_gaussian_problem():
+    """For a linear operator the finite differences are exact and Levenberg-Marquardt converges to the MAP."""
+    from geoinv.fluids import fourier_basis, multiscale_gauss_newton
+
+    g, op = _stationary(), _LinearGridObservation()
+    xt = g.to_x(torch.randn(8, 8, generator=torch.Generator().manual_seed(3), dtype=torch.float64))
+    y = op(xt.reshape(1, 64, 1)) + 0.3 * torch.randn(1, 16, generator=torch.Generator().manual_seed(4),
+                                                       dtype=torch.float64)
+    y0 = y.clone()
+    res = multiscale_gauss_newton(y, op, g, stages=((1, 1.0), (3, 0.0)), iters=(4, 12), progress=False)
+    assert torch.equal(y, y0)
+    # exact MAP over the last stage's subspace: x = mean + C^(1/2) B^T a, min |H x - y|^2 / (2 s^2) + |a|^2 / 2
+    b = fourier_basis(8, 3)
+    cols = op(g.apply_sqrt(b).reshape(-1, 64, 1))                                  # (p, M): H C^(1/2) b_i
+    r0 = op(g.mean.reshape(1, 64, 1)) - y
+    s2 = 0.3**2
+    a = torch.linalg.solve(cols @ cols.T / s2 + torch.eye(b.shape[0], dtype=torch.float64), -(cols @ r0[0]) / s2)
+    x_map = g.to_x(torch.einsum("p,pij->ij", a, b)).reshape(1, 64, 1)
+    assert float((res.x - x_map).norm() / x_map.norm()) < 1e-6
+    # each step: one batched round of p + 1 evaluations; damping trials and stage misfits: one each
+    assert res.n_forward == res.forward_rounds + 4 * 9 + 12 * 49
+    assert [t["p"] for t in res.trace] == [9, 49]
+    # the coarse stage fitted the low-passed residual only: its misfit is the larger one
+    assert res.trace[0]["rel_misfit"] > res.trace[1]["rel_misfit"]
+
+
+def test_gauss_newton_inverts_a_short_navier_stokes_horizon_without_gradients():
+    from geoinv.fluids import StationaryGaussian, multiscale_gauss_newton
+
+    n = 16
+    fields = torch.stack([_smooth_field(n, seed=s) for s in range(40)]) / 10
+    g = StationaryGaussian.fit(fields)
+    op = NavierStokesObservation(n, t_final=0.1, solver=NavierStokes2D(n, cfl=0.5))   # black box: raises on autograd
+    xt = (_smooth_field(n, seed=99) / 10).double().reshape(1, -1, 1)
+    y = op(xt).double()
+    res = multiscale_gauss_newton(y, op, g, stages=((2, 1.0), (5, 0.0)), iters=3, progress=False)
+    base = float((op(g.mean.reshape(1, -1, 1)) - y).norm() / y.norm())
+    assert res.trace[-1]["rel_misfit"] < 0.1 * base
+    assert float((res.x - xt).norm() / xt.norm()) < 0.5
+
+
+def test_gauss_newton_input_errors():
+    from geoinv.fluids import multiscale_gauss_newton
+
+    g, op = _stationary(), _LinearGridObservation()
+    with pytest.raises(ShapeError, match="obs_shape"):
+        multiscale_gauss_newton(torch.zeros(1, 15), op, g, progress=False)
+    with pytest.raises(ValueError, match="NaN"):
+        multiscale_gauss_newton(torch.full((1, 16), float("nan")), op, g, progress=False)
+    with pytest.raises(ValueError, match="one per stage"):
+        multiscale_gauss_newton(torch.zeros(1, 16), op, g, iters=(2, 2), progress=False)
+    with pytest.raises(ShapeError, match="prior is for 8 x 8"):
+        multiscale_gauss_newton(torch.zeros(1, 64), _LinearGridObservation(16), g, progress=False)

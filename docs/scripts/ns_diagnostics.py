@@ -15,13 +15,17 @@ observation time T (0.05, 0.25, 0.5, 1): EnKG (Kalman update, stochastic steps) 
 validation fields, and the forward model's sensitivity (relative change of ``A(x)`` for a 10 %
 perturbation of ``x`` along the difference of two training fields).
 
-``python docs/scripts/ns_diagnostics.py var [N] [ITERS] [SIGMA] [START]``: what exact gradients buy (4D-Var, not a
-black-box method): L-BFGS on ``||A(x) - y||^2 / (2 SIGMA^2) + ||xi||^2 / 2`` with ``x = mean + C^(1/2) xi``, ``C``
-the stationary (per-Fourier-mode) covariance of the training fields, noise 0, on N validation fields; relative
-L2, relative data misfit and gradient evaluations. Started from the training mean (``START`` 0, default) or,
+``python docs/scripts/ns_diagnostics.py var [N] [ITERS] [SIGMA] [START] [SCALES]``: what exact gradients buy
+(4D-Var, not a black-box method): L-BFGS on ``||A(x) - y||^2 / (2 SIGMA^2) + ||xi||^2 / 2`` with
+``x = mean + C^(1/2) xi``, ``C`` the stationary (per-Fourier-mode) covariance of the training fields, noise 0,
+on N validation fields; relative L2, relative data misfit and gradient evaluations. Started from the training
+mean (``START`` 0, default) or,
 to tell a bad landscape from missing information, from the truth moved by ``START`` times its norm along the
 difference of two training fields. ``SIGMA`` may be a comma-separated schedule (e.g. ``5,2,1,0.5,0.2,0.1,0.05``):
-a continuation in the data weight, ``ITERS`` L-BFGS iterations per stage.
+a continuation in the data weight, ``ITERS`` L-BFGS iterations per stage. ``SCALES`` (5th argument, e.g.
+``1,2,3,4,6,8,12,0``) is a continuation in scale instead (full-waveform inversion's frequency continuation):
+stage ``k`` fits the residual low-passed by ``exp(-|kappa|^2 / (2 K_k^2))`` on the 32 x 32 observation grid
+(``0`` = no filter), each ``SIGMA`` stage inside each ``SCALES`` stage.
 
 ``python docs/scripts/ns_diagnostics.py learned-var [N] [ITERS] [LR] [LAM]``: the same continuation in the data
 weight (``SIGMA`` 5 ... 0.05) with the shipped *learned* prior instead of the stationary Gaussian: Adam on
@@ -30,6 +34,16 @@ prior noise level ``s`` annealed with it (1 ... 0.05; RED-diff), ``ITERS`` steps
 
 ``python docs/scripts/ns_diagnostics.py dps [N] [STEPS] [STEP_SIZE] [RULE]``: DPS (gradients through the solver)
 with a longer schedule than the benchmark's 30 steps, noise 0, N validation fields.
+
+``python docs/scripts/ns_diagnostics.py enkg-variant [N] [J] [STEPS] [UPDATES] [SCALE] [K0] [K1] [UPDATE]``: EnKG on
+N validation fields with more steps, corrections per step or guidance than the benchmark, optionally with the
+residual low-passed from cut-off ``K0`` to ``K1`` (a derivative-free scale continuation; ``K0 = 0``: none), and
+``UPDATE`` ``published`` (default) or ``kalman``.
+
+``python docs/scripts/ns_diagnostics.py gn [N] [ITERS] [FD_STEP] [SIGMA]``:
+:func:`geoinv.fluids.multiscale_gauss_newton` (Levenberg-Marquardt with finite-difference Jacobians in growing
+Fourier subspaces and the same scale continuation, the objective of ``var``; forward evaluations only), ``ITERS``
+steps per stage (or a comma-separated count per stage), from the training mean.
 
 ``python docs/scripts/ns_diagnostics.py resolution``: the same sensitivity at 64x64 and 128x128 (fresh
 GRF fields spun up 5 time units at each resolution; perturbations of 1 % and 10 %), to check that the
@@ -176,22 +190,96 @@ def _whitening():
 
     ``x = mean + C^(1/2) xi`` with ``C`` the stationary (per-mode) covariance of the training fields.
     """
-    from geoinv.fluids import SCALE, load_fields
+    from geoinv.fluids import SCALE, StationaryGaussian, load_fields
 
     tr = load_fields("train", 64).double().reshape(-1, 64, 64) / SCALE
-    mean = tr.mean(0)
-    sqrt_c = ((torch.fft.fft2(tr - mean).abs() ** 2).mean(0) / 64**2).sqrt()  # per-mode std, real-space units
+    g = StationaryGaussian.fit(tr)
 
     def to_x(v):
-        return (mean + torch.fft.ifft2(torch.fft.fft2(v) * sqrt_c).real).reshape(1, -1, 1)
+        return g.to_x(v).reshape(1, -1, 1)
 
-    return tr, mean, sqrt_c, to_x
+    return tr, g.mean, g.mode_std, to_x
 
 
-def variational(n: int = 2, iters: int = 1500, sigma=(0.05,), start: float = 0.0) -> list[dict]:
+def enkg_variant(n: int = 1, j: int = 64, steps: int = 24, updates: int = 1, scale: float = 2.0,
+                 k0: float = 0.0, k1: float = 16.0, update: str = "published") -> list[dict]:
+    """EnKG (bench settings otherwise, noise 0) with more steps, updates or guidance, or a scale continuation.
+
+    ``k0 > 0``: the residual ``A(x0) - y`` that the ensemble update sees is low-passed
+    (:func:`geoinv.fluids.lowpass`) with a cut-off growing geometrically from ``k0`` to ``k1`` over the first 3/4
+    of the steps, unfiltered after (the frequency continuation of the ``var`` command, made derivative-free).
+    ``update="kalman"``: the Kalman option (``inflation = SCALE**2``, stochastic steps, ``guidance_scale = 1``).
+    """
+    torch.set_num_threads(1)
+    from geoinv.bench._navier_stokes import SIGMA_MAX, _metrics, make_operator
+    from geoinv.fluids import SCALE, lowpass
+    from geoinv.io import load_shipped_prior
+    from geoinv.samplers import EnKG
+
+    prior = load_shipped_prior("navier-stokes").eval()
+    base = make_operator(0.0)
+    n_filt = int(0.75 * steps)
+    kw = (dict(update="kalman", guidance_scale=1.0, inflation=SCALE**2, stochastic=True) if update == "kalman"
+          else dict(guidance_scale=scale))
+    sampler = EnKG(num_steps=steps, num_updates=updates, max_ode_steps=2, sigma_max=SIGMA_MAX, **kw)
+    rows = []
+    for i, w in enumerate(validation_fields(n)):
+        x = (w / SCALE).double().reshape(1, -1, 1)
+        y = base(x)
+
+        class Filtered:  # the black box, with the residual it returns low-passed at the current cut-off
+            noise_std, kc = 0.0, (k0 or None)
+
+            def __call__(self, v):
+                out = base(v).double()
+                return lowpass(out - y, self.kc or 0.0, base.obs_shape) + y
+
+        op = Filtered()
+
+        def cb(step, state, op=op):
+            op.kc = (k0 * (k1 / k0) ** ((step + 1) / max(n_filt - 1, 1)) if k0 and step + 1 < n_filt else None)
+
+        t0 = time.perf_counter()
+        res = sampler(y, op, prior, n_samples=j, generator=torch.Generator().manual_seed(i), callback=cb)
+        with torch.no_grad():
+            mis = float((base(res.mean.reshape(x.shape)) - y).norm() / y.norm())
+        row = {"field": i, "J": j, "steps": steps, "updates": updates, "update": update, "guidance_scale": scale,
+               "lowpass": [k0, k1] if k0 else None, **{a: round(b, 3) for a, b in _metrics(res.samples, x[0]).items()},
+               "rel_misfit": round(mis, 3), "seconds": round(time.perf_counter() - t0)}
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    return rows
+
+
+def gauss_newton(n: int = 2, iters=2, fd_step: float = 0.1, sigma: float = 0.05) -> list[dict]:
+    """:func:`geoinv.fluids.multiscale_gauss_newton` (forward evaluations only) on ``n`` validation fields, noise 0."""
     torch.set_num_threads(1)
     from geoinv.bench._navier_stokes import make_operator
-    from geoinv.fluids import SCALE
+    from geoinv.fluids import SCALE, StationaryGaussian, load_fields, multiscale_gauss_newton
+
+    prior = StationaryGaussian.fit(load_fields("train", 64) / SCALE)
+    op = make_operator(0.0)
+    rows = []
+    for i, w in enumerate(validation_fields(n)):
+        xt = (w / SCALE).double().reshape(1, -1, 1)
+        y = op(xt).double()
+        res = multiscale_gauss_newton(y, op, prior, iters=iters, fd_step=fd_step, sigma=sigma, progress=False)
+        row = {"field": i, "iters": iters, "fd_step": fd_step, "sigma": sigma,
+               "rel_l2": round(float((res.x - xt).norm() / xt.norm()), 3),
+               "rel_misfit": round(res.trace[-1]["rel_misfit"], 4), "forward_evals": res.n_forward,
+               "sequential_rounds": res.forward_rounds, "seconds": round(res.seconds),
+               "xi2 (estimate, truth)": [round(float(prior.to_xi(v.reshape(64, 64)).pow(2).sum()))
+                                         for v in (res.x, xt)],
+               "trace (K, kappa, rel misfit)": [(t["K"], t["kappa"], round(t["rel_misfit"], 4)) for t in res.trace]}
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    return rows
+
+
+def variational(n: int = 2, iters: int = 1500, sigma=(0.05,), start: float = 0.0, scales=(0.0,)) -> list[dict]:
+    torch.set_num_threads(1)
+    from geoinv.bench._navier_stokes import make_operator
+    from geoinv.fluids import SCALE, lowpass
 
     tr, mean, sqrt_c, to_x = _whitening()
     op = make_operator(0.0, differentiable=True)
@@ -206,12 +294,13 @@ def variational(n: int = 2, iters: int = 1500, sigma=(0.05,), start: float = 0.0
             xi = torch.fft.ifft2(torch.fft.fft2(x0 - mean) / sqrt_c.clamp_min(1e-6 * float(sqrt_c.max()))).real
         xi.requires_grad_(True)
         evals, t0 = [0], time.perf_counter()
-        for sig in sigma:
+        stages = [(sig, kc) for kc in scales for sig in sigma]
+        for sig, kc in stages:
             opt = torch.optim.LBFGS([xi], lr=1, max_iter=iters, history_size=20, line_search_fn="strong_wolfe")
 
             def closure():
                 opt.zero_grad()
-                loss = 0.5 * (op(to_x(xi)) - y).pow(2).sum() / sig**2 + 0.5 * xi.pow(2).sum()
+                loss = 0.5 * lowpass(op(to_x(xi)) - y, kc, op.obs_shape).pow(2).sum() / sig**2 + 0.5 * xi.pow(2).sum()
                 loss.backward()
                 evals[0] += 1
                 return loss
@@ -219,7 +308,8 @@ def variational(n: int = 2, iters: int = 1500, sigma=(0.05,), start: float = 0.0
             opt.step(closure)
         with torch.no_grad():
             x = to_x(xi)
-            row = {"field": i, "start": start, "sigma": list(sigma), "rel_l2": float((x - xt).norm() / xt.norm()),
+            row = {"field": i, "start": start, "sigma": list(sigma), "scales": list(scales),
+                   "rel_l2": float((x - xt).norm() / xt.norm()),
                    "rel_misfit": float((op(x) - y).norm() / y.norm()), "gradient_evals": evals[0],
                    "seconds": time.perf_counter() - t0}
         print(json.dumps(row), flush=True)
@@ -312,12 +402,20 @@ if __name__ == "__main__":
         learned_var(*[int(v) for v in args[:2]], **dict(zip(("lr", "lam"), (float(v) for v in args[2:4]))))
     elif cmd == "dps":  # dps [N] [STEPS] [STEP_SIZE] [RULE]
         dps(*[int(v) for v in args[:2]], *([float(args[2])] if len(args) > 2 else []), *args[3:4])
+    elif cmd == "enkg-variant":  # enkg-variant [N] [J] [STEPS] [UPDATES] [SCALE] [K0] [K1] [UPDATE]
+        enkg_variant(*[int(v) for v in args[:4]], *[float(v) for v in args[4:7]], *args[7:8])
+    elif cmd == "gn":  # gn [N] [ITERS (int or one per stage, comma-separated)] [FD_STEP] [SIGMA]
+        its = [int(v) for v in args[1].split(",")] if len(args) > 1 else [2]
+        gauss_newton(int(args[0]) if args else 2, its[0] if len(its) == 1 else tuple(its),
+                     *[float(v) for v in args[2:4]])
     elif cmd == "resolution":
         resolution()
-    elif cmd == "var":  # var [N] [ITERS] [SIGMA]
+    elif cmd == "var":  # var [N] [ITERS] [SIGMA] [START] [SCALES]
         kw = {"sigma": tuple(float(v) for v in args[2].split(","))} if len(args) > 2 else {}
         if len(args) > 3:
             kw["start"] = float(args[3])
+        if len(args) > 4:
+            kw["scales"] = tuple(float(v) for v in args[4].split(","))
         variational(*[int(v) for v in args[:2]], **kw)
     else:
         a = [int(v) for v in args]

@@ -5,6 +5,9 @@
   written to ``~/.cache/geoinv/navier-stokes`` (or a given folder) as safetensors;
   ``geoinv datasets navier-stokes --n N --resolution 64`` on the command line.
 * :func:`grf_torus`: the spectral Gaussian random field sampler.
+* :func:`multiscale_gauss_newton` with :class:`StationaryGaussian`: derivative-free MAP by
+  Levenberg-Marquardt in growing Fourier subspaces with a scale continuation (finite-difference
+  Jacobians, one batched forward call per step); the best estimator of this task on a CPU budget.
 * :class:`DaskOperator`: map an ensemble's forward evaluations over a dask.distributed client.
 * :class:`EKI`: ensemble Kalman inversion (no diffusion prior), sharing EnKG's update.
 
@@ -14,9 +17,12 @@ observations ``y`` are in physical vorticity units.
 
 from geoinv.fluids._data import SCALE, default_dir, generate, generate_splits, grid_signal, load_fields
 from geoinv.fluids._grf import GRFEnsemble, grf_torus
+from geoinv.fluids._gauss_newton import (DEFAULT_STAGES, GaussNewtonResult, StationaryGaussian, fourier_basis, lowpass,
+                                         multiscale_gauss_newton)
 
 __all__ = ["generate", "generate_splits", "load_fields", "grid_signal", "default_dir", "grf_torus", "GRFEnsemble", "SCALE",
-           "DaskOperator", "EKI"]
+           "StationaryGaussian", "multiscale_gauss_newton", "GaussNewtonResult", "fourier_basis", "lowpass",
+           "DEFAULT_STAGES", "DaskOperator", "EKI"]
 
 
 def __getattr__(name):
