@@ -300,3 +300,58 @@ def test_gauss_newton_input_errors():
         multiscale_gauss_newton(torch.zeros(1, 16), op, g, iters=(2, 2), progress=False)
     with pytest.raises(ShapeError, match="prior is for 8 x 8"):
         multiscale_gauss_newton(torch.zeros(1, 64), _LinearGridObservation(16), g, progress=False)
+    # default steps: DEFAULT_ITERS with the default stages (needs n >= 44), else 2 per stage
+    stages = ((1, 1.0), (2, 0.0))
+    a = multiscale_gauss_newton(torch.ones(1, 16), op, g, stages=stages, progress=False)
+    b = multiscale_gauss_newton(torch.ones(1, 16), op, g, stages=stages, iters=2, progress=False)
+    assert torch.equal(a.x, b.x) and a.n_forward == b.n_forward
+
+
+def test_gauss_newton_diffusion_samples_the_exact_linear_gaussian_posterior():
+    # With the exact denoiser of a Gaussian prior and a linear black box the linearization is exact, and the
+    # denoise / conditional-draw / re-noise chain must sample the closed-form posterior: mean and spread.
+    from geoinv.fluids import gauss_newton_diffusion
+    from geoinv.priors import GaussianPrior
+
+    g, op = _stationary(), _LinearGridObservation()
+    n = 8
+    eye = torch.eye(n * n, dtype=torch.float64)
+    a = op(eye.reshape(-1, n * n, 1)).T                                            # (M, N)
+    root = g.apply_sqrt(eye.reshape(-1, n, n)).reshape(-1, n * n).T
+    cov, m = root @ root.T, g.mean.reshape(-1)
+    xt = g.to_x(torch.randn(n, n, generator=torch.Generator().manual_seed(3), dtype=torch.float64)).reshape(-1)
+    for noise in (0.3, 0.02):  # data weaker / stronger than the prior
+        y = (a @ xt + noise * torch.randn(16, generator=torch.Generator().manual_seed(4), dtype=torch.float64))[None]
+        gain = cov @ a.T @ torch.linalg.inv(a @ cov @ a.T + noise**2 * torch.eye(16, dtype=torch.float64))
+        post_mean = m + gain @ (y[0] - a @ m)
+        post_sd = (cov - gain @ a @ cov).diagonal().clamp_min(0).sqrt()
+        prior = GaussianPrior(m.reshape(-1, 1), cov + 1e-9 * eye)
+        x_start, y0 = m.reshape(1, -1, 1).clone(), y.clone()
+        r = gauss_newton_diffusion(y, op, g, prior, x_start, n_samples=2000, sigma_max=1.0, sigma=noise, band=3,
+                                   progress=False, generator=torch.Generator().manual_seed(0))
+        assert torch.equal(y, y0) and torch.equal(x_start, m.reshape(1, -1, 1))
+        # one batched call: the 48 modes of the band with prior variance (not the mean mode) plus the start
+        assert (r.n_forward, r.forward_rounds, r.nfe) == (48 + 1, 1, 2000 * 40)
+        ok = post_sd > 1e-6  # the band's 49 modes carry the prior; the Nyquist modes have (almost) no variance
+        z = ((r.mean[:, 0] - post_mean) / post_sd)[ok]
+        # Monte-Carlo error of a 2000-sample mean: 0.022 posterior stds per point; 40 Karras steps add a little
+        assert float(z.pow(2).mean().sqrt()) < 0.15 and float(z.abs().max()) < 0.35
+        assert 0.9 < float((r.std[:, 0][ok] / post_sd[ok]).mean()) < 1.15
+    # the mode instead of draws: the mean stays, the spread collapses
+    r = gauss_newton_diffusion(y, op, g, prior, x_start, n_samples=500, sigma_max=1.0, sigma=0.02, band=3,
+                               sample=False, progress=False, generator=torch.Generator().manual_seed(0))
+    assert float((r.std[:, 0][ok] / post_sd[ok]).mean()) < 0.8
+
+
+def test_gauss_newton_diffusion_input_errors():
+    from geoinv.fluids import gauss_newton_diffusion
+    from geoinv.priors import GaussianPrior
+
+    g, op = _stationary(), _LinearGridObservation()
+    prior = GaussianPrior(torch.zeros(64, 1, dtype=torch.float64), torch.eye(64, dtype=torch.float64))
+    with pytest.raises(ShapeError, match="x_start"):
+        gauss_newton_diffusion(torch.zeros(1, 16), op, g, prior, torch.zeros(1, 64), progress=False)
+    with pytest.raises(ShapeError, match="obs_shape"):
+        gauss_newton_diffusion(torch.zeros(1, 15), op, g, prior, torch.zeros(1, 64, 1), progress=False)
+    with pytest.raises(ValueError, match="lam > 0"):
+        gauss_newton_diffusion(torch.zeros(1, 16), op, g, prior, torch.zeros(1, 64, 1), lam=0.0, progress=False)

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 
-from geoinv.errors import NotDifferentiableError, ShapeError
+from geoinv.errors import NonFiniteError, NotDifferentiableError, ShapeError
 from geoinv.metrics import interval_coverage, spread_skill_ratio
 from geoinv.operators import FunctionOperator, GaussianNoise, Identity, Mask, Operator
 from geoinv.priors import GaussianPrior
@@ -483,6 +483,48 @@ def test_callback_and_progress(ring, name):
                   callback=lambda i, st: seen.append((i, st["sigma"], tuple(st["x"].shape))))
     assert [s[0] for s in seen] == list(range(12))
     assert seen[-1][1] == 0.0 and seen[0][2] == (3, N_RING, 1)
+
+
+def test_warm_start_is_sdedit_of_the_prior():
+    # x_start = a point x_s treated as data noised to sigma_max. Without guidance, for the Gaussian prior
+    # N(m, S): the probability-flow ODE (EnKG, deterministic) maps x_s + sigma eps to
+    # m + S^(1/2) (S + sigma^2)^(-1/2) (x_s + sigma eps - m), particle by particle; the ancestral sampler (DPS)
+    # draws from p(x0 | x_s + sigma eps), whose average over eps has mean m + S (S + sigma^2)^(-1) (x_s - m).
+    prior, sigma = _ring_prior(), 0.5
+    x_s = prior.sample(1, torch.Generator().manual_seed(3))
+    op = GaussianNoise(NOISE) @ Mask(torch.ones(N_RING, dtype=torch.bool))
+    y = op.measure(x_s)
+    lam, v = torch.linalg.eigh(prior.covariance())
+
+    def fn(f):  # f(S) applied to (K, N, 1)
+        return lambda u: (v @ (f(lam)[:, None] * (v.T @ u)))
+
+    eps = torch.randn((8, N_RING, 1), generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    ode = EnKG(num_steps=400, num_updates=0, sigma_max=sigma)(y, op, prior, n_samples=8, x_start=x_s,
+                                                              generator=torch.Generator().manual_seed(1))
+    exact = prior.mean + fn(lambda a: (a / (a + sigma**2)).sqrt())(x_s + sigma * eps - prior.mean)
+    # Euler on 400 Karras steps: first-order error, about 1e-3 of the displacement
+    assert float((ode.samples - exact).abs().max()) < 2e-3 * float((x_s + sigma * eps - prior.mean).abs().max())
+
+    r = DPS(num_steps=300, step_size=0.0, sigma_max=sigma)(y, op, prior, n_samples=1024, x_start=x_s,
+                                                          generator=torch.Generator().manual_seed(2))
+    mean = prior.mean + fn(lambda a: a / (a + sigma**2))(x_s - prior.mean)
+    # std of the law: K sigma K^T + posterior variance <= prior variance 1, so the 1024-sample Monte-Carlo
+    # error is below 1/32 per point; the start matters (the prior mean is > 0.4 away somewhere)
+    assert float((r.mean - mean).abs().max()) < 0.12
+    assert float((mean - prior.mean).abs().max()) > 0.4
+
+
+def test_warm_start_input_errors(ring):
+    with pytest.raises(ShapeError, match="x_start must be"):
+        EnKG(num_steps=3)(ring.y, ring.op, ring.prior, n_samples=4, x_start=torch.zeros(2, N_RING, 1))
+    with pytest.raises(NonFiniteError):
+        DPS(num_steps=3)(ring.y, ring.op, ring.prior, x_start=torch.full((1, N_RING, 1), float("nan")))
+    with pytest.raises(ValueError, match="does not take x_start"):
+        Tweedie()(ring.y, GaussianNoise(NOISE), ring.prior, x_start=torch.zeros(1, N_RING, 1))
+    x_s = torch.ones(1, N_RING, 1, dtype=torch.float64)
+    EnKG(num_steps=3)(ring.y, ring.op, ring.prior, n_samples=4, x_start=x_s)
+    assert torch.equal(x_s, torch.ones_like(x_s))
 
 
 def test_input_validation(ring):

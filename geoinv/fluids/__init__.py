@@ -17,12 +17,12 @@ observations ``y`` are in physical vorticity units.
 
 from geoinv.fluids._data import SCALE, default_dir, generate, generate_splits, grid_signal, load_fields
 from geoinv.fluids._grf import GRFEnsemble, grf_torus
-from geoinv.fluids._gauss_newton import (DEFAULT_STAGES, GaussNewtonResult, StationaryGaussian, fourier_basis, lowpass,
-                                         multiscale_gauss_newton)
+from geoinv.fluids._gauss_newton import (DEFAULT_ITERS, DEFAULT_STAGES, GaussNewtonResult, StationaryGaussian,
+                                         fourier_basis, gauss_newton_diffusion, lowpass, multiscale_gauss_newton)
 
 __all__ = ["generate", "generate_splits", "load_fields", "grid_signal", "default_dir", "grf_torus", "GRFEnsemble", "SCALE",
            "StationaryGaussian", "multiscale_gauss_newton", "GaussNewtonResult", "fourier_basis", "lowpass",
-           "DEFAULT_STAGES", "DaskOperator", "EKI"]
+           "gauss_newton_diffusion", "DEFAULT_STAGES", "DEFAULT_ITERS", "DaskOperator", "EKI"]
 
 
 def __getattr__(name):

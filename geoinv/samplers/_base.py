@@ -135,10 +135,12 @@ class Sampler:
 
     name: str = "sampler"
     min_samples: int = 1
+    #: Whether the sampler takes ``x_start`` (the diffusion samplers that start at ``sigma_max``).
+    warm_start: bool = False
 
     def __call__(self, y: torch.Tensor, operator: Any, prior: Any, *, n_samples: int = 1,
                  generator: torch.Generator | None = None, progress: bool = False,
-                 callback: Callback | None = None) -> SampleResult:
+                 callback: Callback | None = None, x_start: torch.Tensor | None = None) -> SampleResult:
         """Draw posterior samples of ``x`` given one measurement ``y = operator(x) + noise``.
 
         Parameters
@@ -159,6 +161,12 @@ class Sampler:
             Show a tqdm progress bar.
         callback : callable, optional
             ``callback(step, state)`` after every outer step.
+        x_start : Tensor, shape (1, N, C) or (S, N, C), optional
+            Warm start (SDEdit, Meng et al. 2022): the chain starts at ``x_start + sigma_max * eps`` instead of
+            ``sigma_max * eps``, i.e. ``x_start`` is treated as a sample of the data noised to ``sigma_max``.
+            Set ``sigma_max`` to about the error std of ``x_start`` (e.g. an estimate from
+            :func:`geoinv.fluids.multiscale_gauss_newton`); only for samplers with ``warm_start = True``.
+            Not modified.
 
         Returns
         -------
@@ -172,9 +180,11 @@ class Sampler:
         if len(event) != 2 or min(event) < 1:
             raise ShapeError(f"prior.event_shape must be (N, C), got {event}")
         self._check_operator(operator)
+        x_start = self._check_start(x_start, n_samples, event, y.device)
         work = _Work()
         t0 = time.perf_counter()
-        samples, info = self._sample(y, operator, prior, event, n_samples, generator, progress, callback, work)
+        samples, info = self._sample(y, operator, prior, event, n_samples, generator, progress, callback, work,
+                                     x_start)
         samples = samples.detach()
         mean = samples.mean(0)
         std = samples.std(0) if samples.shape[0] > 1 else None
@@ -190,7 +200,7 @@ class Sampler:
         """Raise if this method cannot handle ``operator``."""
 
     def _sample(self, y, operator, prior, event, n_samples, generator, progress, callback,
-                work) -> tuple[torch.Tensor, dict]:
+                work, x_start) -> tuple[torch.Tensor, dict]:
         raise NotImplementedError
 
     # -- helpers -------------------------------------------------------------------------------
@@ -215,6 +225,27 @@ class Sampler:
         if not bool(torch.isfinite(y).all()):
             raise NonFiniteError("y contains NaN or inf; unobserved entries must be zeros (use operators.Mask)")
         return y
+
+    def _check_start(self, x_start, n_samples: int, event: tuple, device) -> torch.Tensor | None:
+        """``x_start`` validated and copied to the float64 state on ``device`` (``None`` stays ``None``)."""
+        if x_start is None:
+            return None
+        if not self.warm_start:
+            raise ValueError(f"{self.name} does not take x_start (only the samplers that start from noise at "
+                             "sigma_max: DPS, MCG, EnKG)")
+        if not isinstance(x_start, torch.Tensor) or x_start.dim() != 3 or tuple(x_start.shape[1:]) != event \
+                or x_start.shape[0] not in (1, n_samples):
+            got = tuple(x_start.shape) if isinstance(x_start, torch.Tensor) else type(x_start).__name__
+            raise ShapeError(f"x_start must be (1, {event[0]}, {event[1]}) or ({n_samples}, {event[0]}, {event[1]}) "
+                             f"(the prior's event shape), got {got}")
+        if not bool(torch.isfinite(x_start).all()):
+            raise NonFiniteError("x_start contains NaN or inf")
+        return x_start.detach().to(device=device, dtype=STATE_DTYPE)
+
+    def _initial(self, n_samples: int, event: tuple, generator, device, x_start) -> torch.Tensor:
+        """The chain's start ``x_start + sigma_max * eps`` (S, N, C), ``x_start = 0`` when not given."""
+        x = self.sigma_max * self._noise((n_samples, *event), generator, device)
+        return x if x_start is None else x + x_start
 
     @staticmethod
     def _noise(shape, generator, device) -> torch.Tensor:

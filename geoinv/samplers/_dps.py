@@ -118,6 +118,7 @@ class DPS(Sampler):
     batch_size: int | None = None
 
     name = "dps"
+    warm_start = True
 
     def __post_init__(self) -> None:
         if self.num_steps < 1:
@@ -144,11 +145,11 @@ class DPS(Sampler):
                 "(compose with GaussianNoise(s)); for noise-free data use step_rule='inflated' or 'norm'"
             )
 
-    def _sample(self, y, operator, prior, event, n_samples, generator, progress, callback, work):
+    def _sample(self, y, operator, prior, event, n_samples, generator, progress, callback, work, x_start):
         dev = y.device
         sig = karras_sigmas(self.num_steps, self.sigma_min, self.sigma_max, self.rho)
         noise_var = float(getattr(operator, "noise_std", 0.0) or 0.0) ** 2
-        x = self.sigma_max * self._noise((n_samples, *event), generator, dev)
+        x = self._initial(n_samples, event, generator, dev, x_start)
         bs = self.batch_size or n_samples
         for i in tqdm(range(self.num_steps), disable=not progress, leave=False, desc="DPS"):
             s, s_next = sig[i], sig[i + 1]

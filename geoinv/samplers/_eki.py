@@ -63,7 +63,7 @@ class EKI(Sampler):
         pass
 
     @torch.no_grad()
-    def _sample(self, y, operator, prior, event, n_samples, generator, progress, callback, work):
+    def _sample(self, y, operator, prior, event, n_samples, generator, progress, callback, work, x_start):
         if not hasattr(prior, "sample"):
             raise TypeError("EKI needs a prior with sample(n, generator) (the initial ensemble), e.g. a GaussianPrior")
         x = prior.sample(n_samples, generator=generator).to(device=y.device, dtype=STATE_DTYPE)

@@ -143,6 +143,7 @@ class EnKG(Sampler):
 
     name = "enkg"
     min_samples = 2
+    warm_start = True
 
     def __post_init__(self) -> None:
         if self.num_steps < 1:
@@ -202,11 +203,11 @@ class EnKG(Sampler):
         return x
 
     @torch.no_grad()
-    def _sample(self, y, operator, prior, event, n_samples, generator, progress, callback, work):
+    def _sample(self, y, operator, prior, event, n_samples, generator, progress, callback, work, x_start):
         dev = y.device
         n, j = self.num_steps, n_samples
         sig = karras_sigmas(n, self.sigma_min, self.sigma_max, self.rho)
-        x = self.sigma_max * self._noise((j, *event), generator, dev)
+        x = self._initial(j, event, generator, dev, x_start)
         noise_var = float(getattr(operator, "noise_std", 0.0) or 0.0) ** 2
         taper = None
         if self.localization is not None:

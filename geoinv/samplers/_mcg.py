@@ -113,6 +113,7 @@ class MCG(Sampler):
     noise_aware: bool = False
 
     name = "mcg"
+    warm_start = True
 
     def __post_init__(self) -> None:
         if self.num_steps < 1:
@@ -128,7 +129,7 @@ class MCG(Sampler):
         if not getattr(operator, "differentiable", True):
             raise NotDifferentiableError(f"MCG differentiates through the denoiser and {operator!r}")
 
-    def _sample(self, y, operator, prior, event, n_samples, generator, progress, callback, work):
+    def _sample(self, y, operator, prior, event, n_samples, generator, progress, callback, work, x_start):
         dev = y.device
         if tuple(y.shape[1:]) != event:
             raise ShapeError(
@@ -138,7 +139,7 @@ class MCG(Sampler):
         keep = 1 - m
         sig = karras_sigmas(self.num_steps, self.sigma_min, self.sigma_max, self.rho)
         noise_var = float(getattr(operator, "noise_std", 0.0) or 0.0) ** 2 if self.noise_aware else 0.0
-        x = self.sigma_max * self._noise((n_samples, *event), generator, dev)
+        x = self._initial(n_samples, event, generator, dev, x_start)
         bs = self.batch_size or n_samples
         for i in tqdm(range(self.num_steps), disable=not progress, leave=False, desc="MCG"):
             s, s_next = sig[i], sig[i + 1]

@@ -48,7 +48,7 @@ class Tweedie(Sampler):
         if not operator.noise_std > 0:
             raise ValueError("Tweedie denoising needs the noise level: operator.noise_std must be > 0")
 
-    def _sample(self, y, operator, prior, event, n_samples, generator, progress, callback, work):
+    def _sample(self, y, operator, prior, event, n_samples, generator, progress, callback, work, x_start):
         if tuple(y.shape[1:]) != event:
             raise ShapeError(f"Tweedie needs y of shape (1, {event[0]}, {event[1]}), got {tuple(y.shape)}")
         x0 = self._denoise(prior, y, float(operator.noise_std), work)
