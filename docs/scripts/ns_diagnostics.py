@@ -57,6 +57,11 @@ validation fields: the diffusion prior refines what the stationary Gaussian's MA
 of the published update (2); ``UPDATE`` ``published`` (default) or ``kalman`` (with covariance localization of
 radius ``RADIUS`` when > 0).
 
+``python docs/scripts/ns_diagnostics.py gnd [N] [LAM] [SAMPLE] [SIGMA_MAX] [PASSES]``:
+:func:`geoinv.fluids.gauss_newton_diffusion` (16 chains, 40 steps) from the Gauss-Newton estimate on N validation
+fields: ensemble-mean and per-sample relative L2, spread / error; ``SAMPLE`` 0 takes the conditional's mode instead
+of a draw; ``PASSES`` > 1 re-linearizes at the previous mean.
+
 ``python docs/scripts/ns_diagnostics.py resolution``: the same sensitivity at 64x64 and 128x128 (fresh
 GRF fields spun up 5 time units at each resolution; perturbations of 1 % and 10 %), to check that the
 amplification is the flow's, not an under-resolution artefact of the 64x64 grid.
@@ -263,18 +268,25 @@ def enkg_variant(n: int = 1, j: int = 64, steps: int = 24, updates: int = 1, sca
     return rows
 
 
+def _noise_free_cases(n: int):
+    """The stationary Gaussian of the training fields, the noise-free benchmark operator, and ``(i, x, y)`` per
+    validation field (``x`` (1, 4096, 1) normalized, ``y = A(x)`` float64)."""
+    from geoinv.bench._navier_stokes import make_operator
+    from geoinv.fluids import SCALE, StationaryGaussian, load_fields
+
+    gauss, op = StationaryGaussian.fit(load_fields("train", 64) / SCALE), make_operator(0.0)
+    xs = [(w / SCALE).double().reshape(1, -1, 1) for w in validation_fields(n)]
+    return gauss, op, [(i, x, op(x).double()) for i, x in enumerate(xs)]
+
+
 def gauss_newton(n: int = 2, iters=2, fd_step: float = 0.1, sigma: float = 0.05) -> list[dict]:
     """:func:`geoinv.fluids.multiscale_gauss_newton` (forward evaluations only) on ``n`` validation fields, noise 0."""
     torch.set_num_threads(1)
-    from geoinv.bench._navier_stokes import make_operator
-    from geoinv.fluids import SCALE, StationaryGaussian, load_fields, multiscale_gauss_newton
+    from geoinv.fluids import multiscale_gauss_newton
 
-    prior = StationaryGaussian.fit(load_fields("train", 64) / SCALE)
-    op = make_operator(0.0)
+    prior, op, cases = _noise_free_cases(n)
     rows = []
-    for i, w in enumerate(validation_fields(n)):
-        xt = (w / SCALE).double().reshape(1, -1, 1)
-        y = op(xt).double()
+    for i, xt, y in cases:
         res = multiscale_gauss_newton(y, op, prior, iters=iters, fd_step=fd_step, sigma=sigma, progress=False)
         row = {"field": i, "iters": iters, "fd_step": fd_step, "sigma": sigma,
                "rel_l2": round(float((res.x - xt).norm() / xt.norm()), 3),
@@ -296,22 +308,19 @@ def warm(n: int = 2, sigma_max: float = 0.1, j: int = 64, steps: int = 24, scale
     with covariance localization of radius ``radius`` when > 0.
     """
     torch.set_num_threads(1)
-    from geoinv.bench._navier_stokes import _metrics, make_operator
-    from geoinv.fluids import SCALE, StationaryGaussian, load_fields, multiscale_gauss_newton
+    from geoinv.bench._navier_stokes import _metrics
+    from geoinv.fluids import SCALE, multiscale_gauss_newton
     from geoinv.io import load_shipped_prior
     from geoinv.samplers import EnKG
 
     prior = load_shipped_prior("navier-stokes").eval()
-    gauss = StationaryGaussian.fit(load_fields("train", 64) / SCALE)
-    op = make_operator(0.0)
+    gauss, op, cases = _noise_free_cases(n)
     kw = (dict(update="kalman", guidance_scale=1.0, inflation=SCALE**2, stochastic=True,
                localization=op.localization(radius) if radius else None) if update == "kalman"
           else dict(guidance_scale=scale))
     sampler = EnKG(num_steps=steps, num_updates=1, max_ode_steps=2, sigma_max=sigma_max, **kw)
     rows = []
-    for i, w in enumerate(validation_fields(n)):
-        xt = (w / SCALE).double().reshape(1, -1, 1)
-        y = op(xt).double()
+    for i, xt, y in cases:
         gn = multiscale_gauss_newton(y, op, gauss, iters=iters, progress=False)
         t0 = time.perf_counter()
         res = sampler(y, op, prior, n_samples=j, generator=torch.Generator().manual_seed(i), x_start=gn.x)
@@ -370,6 +379,37 @@ def floor(n: int = 2, resolution: int = 64, sigmas=(0.05, 0.001), fd_step: float
                    "floor_rel_l2": round(left * mean_err, 3)}
             print(json.dumps(row), flush=True)
             rows.append(row)
+    return rows
+
+
+def gnd(n: int = 2, lam: float = 1.0, sample: bool = True, sigma_max: float = 0.1, passes: int = 1) -> list[dict]:
+    """:func:`geoinv.fluids.gauss_newton_diffusion` from the Gauss-Newton estimate on ``n`` validation fields, noise 0.
+
+    ``passes > 1``: re-linearize at the previous ensemble mean and run again.
+    """
+    torch.set_num_threads(1)
+    from geoinv.fluids import gauss_newton_diffusion, multiscale_gauss_newton
+    from geoinv.io import load_shipped_prior
+
+    prior = load_shipped_prior("navier-stokes").eval()
+    gauss, op, cases = _noise_free_cases(n)
+    rows = []
+    for i, xt, y in cases:
+        x = multiscale_gauss_newton(y, op, gauss, progress=False).x
+        row = {"field": i, "lam": lam, "sample": sample, "sigma_max": sigma_max,
+               "gn_rel_l2": round(float((x - xt).norm() / xt.norm()), 3), "passes": []}
+        for _ in range(passes):
+            r = gauss_newton_diffusion(y, op, gauss, prior, x, lam=lam, sample=sample, sigma_max=sigma_max,
+                                       generator=torch.Generator().manual_seed(i), progress=False)
+            x = r.mean[None]
+            rmse = float((r.mean - xt[0]).pow(2).mean().sqrt())
+            row["passes"].append({"rel_l2_mean": round(float((r.mean - xt[0]).norm() / xt.norm()), 3),
+                                  "rel_l2_per_sample": round(float(((r.samples - xt).flatten(1).norm(dim=1)
+                                                                    / xt.norm()).mean()), 3),
+                                  "spread_skill": round(float(r.std.pow(2).mean().sqrt()) / rmse, 2),
+                                  "seconds": round(r.seconds)})
+        print(json.dumps(row), flush=True)
+        rows.append(row)
     return rows
 
 
@@ -505,6 +545,9 @@ if __name__ == "__main__":
         its = [int(v) for v in args[1].split(",")] if len(args) > 1 else [2]
         gauss_newton(int(args[0]) if args else 2, its[0] if len(its) == 1 else tuple(its),
                      *[float(v) for v in args[2:4]])
+    elif cmd == "gnd":  # gnd [N] [LAM] [SAMPLE 0/1] [SIGMA_MAX] [PASSES]
+        conv = (int, float, lambda v: v != "0", float, int)
+        gnd(*[c(v) for c, v in zip(conv, args)])
     elif cmd == "floor":  # floor [N] [RESOLUTION]
         floor(*[int(v) for v in args[:2]])
     elif cmd == "warm":  # warm [N] [SIGMA_MAX] [J] [STEPS] [SCALE] [UPDATE] [RADIUS]
