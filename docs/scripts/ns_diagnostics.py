@@ -57,10 +57,10 @@ validation fields: the diffusion prior refines what the stationary Gaussian's MA
 of the published update (2); ``UPDATE`` ``published`` (default) or ``kalman`` (with covariance localization of
 radius ``RADIUS`` when > 0).
 
-``python docs/scripts/ns_diagnostics.py gnd [N] [LAM] [SAMPLE] [SIGMA_MAX] [PASSES]``:
+``python docs/scripts/ns_diagnostics.py gnd [N] [LAM] [SAMPLE] [SIGMA_MAX] [PASSES] [NOISE]``:
 :func:`geoinv.fluids.gauss_newton_diffusion` (16 chains, 40 steps) from the Gauss-Newton estimate on N validation
 fields: ensemble-mean and per-sample relative L2, spread / error; ``SAMPLE`` 0 takes the conditional's mode instead
-of a draw; ``PASSES`` > 1 re-linearizes at the previous mean.
+of a draw; ``PASSES`` > 1 re-linearizes at the previous mean; ``NOISE``: observation noise std (default 0).
 
 ``python docs/scripts/ns_diagnostics.py resolution``: the same sensitivity at 64x64 and 128x128 (fresh
 GRF fields spun up 5 time units at each resolution; perturbations of 1 % and 10 %), to check that the
@@ -268,15 +268,15 @@ def enkg_variant(n: int = 1, j: int = 64, steps: int = 24, updates: int = 1, sca
     return rows
 
 
-def _noise_free_cases(n: int):
-    """The stationary Gaussian of the training fields, the noise-free benchmark operator, and ``(i, x, y)`` per
-    validation field (``x`` (1, 4096, 1) normalized, ``y = A(x)`` float64)."""
+def _cases(n: int, noise: float = 0.0):
+    """The stationary Gaussian of the training fields, the benchmark operator with noise std ``noise``, and
+    ``(i, x, y)`` per validation field (``x`` (1, 4096, 1) normalized, ``y`` float64, noise seeded by ``i``)."""
     from geoinv.bench._navier_stokes import make_operator
     from geoinv.fluids import SCALE, StationaryGaussian, load_fields
 
-    gauss, op = StationaryGaussian.fit(load_fields("train", 64) / SCALE), make_operator(0.0)
+    gauss, op = StationaryGaussian.fit(load_fields("train", 64) / SCALE), make_operator(noise)
     xs = [(w / SCALE).double().reshape(1, -1, 1) for w in validation_fields(n)]
-    return gauss, op, [(i, x, op(x).double()) for i, x in enumerate(xs)]
+    return gauss, op, [(i, x, op.measure(x, torch.Generator().manual_seed(i)).double()) for i, x in enumerate(xs)]
 
 
 def gauss_newton(n: int = 2, iters=2, fd_step: float = 0.1, sigma: float = 0.05) -> list[dict]:
@@ -284,7 +284,7 @@ def gauss_newton(n: int = 2, iters=2, fd_step: float = 0.1, sigma: float = 0.05)
     torch.set_num_threads(1)
     from geoinv.fluids import multiscale_gauss_newton
 
-    prior, op, cases = _noise_free_cases(n)
+    prior, op, cases = _cases(n)
     rows = []
     for i, xt, y in cases:
         res = multiscale_gauss_newton(y, op, prior, iters=iters, fd_step=fd_step, sigma=sigma, progress=False)
@@ -314,7 +314,7 @@ def warm(n: int = 2, sigma_max: float = 0.1, j: int = 64, steps: int = 24, scale
     from geoinv.samplers import EnKG
 
     prior = load_shipped_prior("navier-stokes").eval()
-    gauss, op, cases = _noise_free_cases(n)
+    gauss, op, cases = _cases(n)
     kw = (dict(update="kalman", guidance_scale=1.0, inflation=SCALE**2, stochastic=True,
                localization=op.localization(radius) if radius else None) if update == "kalman"
           else dict(guidance_scale=scale))
@@ -382,21 +382,23 @@ def floor(n: int = 2, resolution: int = 64, sigmas=(0.05, 0.001), fd_step: float
     return rows
 
 
-def gnd(n: int = 2, lam: float = 1.0, sample: bool = True, sigma_max: float = 0.1, passes: int = 1) -> list[dict]:
-    """:func:`geoinv.fluids.gauss_newton_diffusion` from the Gauss-Newton estimate on ``n`` validation fields, noise 0.
+def gnd(n: int = 2, lam: float = 1.0, sample: bool = True, sigma_max: float = 0.1, passes: int = 1,
+        noise: float = 0.0) -> list[dict]:
+    """:func:`geoinv.fluids.gauss_newton_diffusion` from the Gauss-Newton estimate on ``n`` validation fields.
 
-    ``passes > 1``: re-linearize at the previous ensemble mean and run again.
+    ``passes > 1``: re-linearize at the previous ensemble mean and run again. ``noise``: observation noise std
+    (physical units; both methods then use it as their misfit scale).
     """
     torch.set_num_threads(1)
     from geoinv.fluids import gauss_newton_diffusion, multiscale_gauss_newton
     from geoinv.io import load_shipped_prior
 
     prior = load_shipped_prior("navier-stokes").eval()
-    gauss, op, cases = _noise_free_cases(n)
+    gauss, op, cases = _cases(n, noise)
     rows = []
     for i, xt, y in cases:
         x = multiscale_gauss_newton(y, op, gauss, progress=False).x
-        row = {"field": i, "lam": lam, "sample": sample, "sigma_max": sigma_max,
+        row = {"field": i, "noise": noise, "lam": lam, "sample": sample, "sigma_max": sigma_max,
                "gn_rel_l2": round(float((x - xt).norm() / xt.norm()), 3), "passes": []}
         for _ in range(passes):
             r = gauss_newton_diffusion(y, op, gauss, prior, x, lam=lam, sample=sample, sigma_max=sigma_max,
@@ -545,8 +547,8 @@ if __name__ == "__main__":
         its = [int(v) for v in args[1].split(",")] if len(args) > 1 else [2]
         gauss_newton(int(args[0]) if args else 2, its[0] if len(its) == 1 else tuple(its),
                      *[float(v) for v in args[2:4]])
-    elif cmd == "gnd":  # gnd [N] [LAM] [SAMPLE 0/1] [SIGMA_MAX] [PASSES]
-        conv = (int, float, lambda v: v != "0", float, int)
+    elif cmd == "gnd":  # gnd [N] [LAM] [SAMPLE 0/1] [SIGMA_MAX] [PASSES] [NOISE]
+        conv = (int, float, lambda v: v != "0", float, int, float)
         gnd(*[c(v) for c, v in zip(conv, args)])
     elif cmd == "floor":  # floor [N] [RESOLUTION]
         floor(*[int(v) for v in args[:2]])
