@@ -49,7 +49,8 @@ steps per stage (or a comma-separated count per stage), from the training mean.
 the stationary Gaussian prior: the share of the prior's RMS error that the posterior mean of the problem linearized
 at the true field keeps (finite-difference Jacobian in the whitened Fourier modes of the de-aliased band, sigma 0.05
 and 0.001), and that times the training mean's error, on N validation fields: the floor of every method with that
-prior. ``RESOLUTION`` 128: the same at 128 x 128 (64 x 64 observed values), fresh fields.
+prior. ``RESOLUTION`` 128: the same at 128 x 128 (64 x 64 observed values), fresh fields. ``SIGMAS``: the misfit
+scales (e.g. ``1,2``: the benchmark's noise levels).
 
 ``python docs/scripts/ns_diagnostics.py warm [N] [SIGMA_MAX] [J] [STEPS] [SCALE] [UPDATE] [RADIUS]``: EnKG warm-started
 from the Gauss-Newton estimate (``x_start``: the ensemble starts at ``estimate + SIGMA_MAX * eps``, SDEdit) on N
@@ -550,8 +551,8 @@ if __name__ == "__main__":
     elif cmd == "gnd":  # gnd [N] [LAM] [SAMPLE 0/1] [SIGMA_MAX] [PASSES] [NOISE]
         conv = (int, float, lambda v: v != "0", float, int, float)
         gnd(*[c(v) for c, v in zip(conv, args)])
-    elif cmd == "floor":  # floor [N] [RESOLUTION]
-        floor(*[int(v) for v in args[:2]])
+    elif cmd == "floor":  # floor [N] [RESOLUTION] [SIGMAS, comma-separated]
+        floor(*[int(v) for v in args[:2]], *([tuple(float(v) for v in args[2].split(","))] if len(args) > 2 else []))
     elif cmd == "warm":  # warm [N] [SIGMA_MAX] [J] [STEPS] [SCALE] [UPDATE] [RADIUS]
         conv = (int, float, int, int, float, str, float)
         warm(*[c(v) for c, v in zip(conv, args)])
