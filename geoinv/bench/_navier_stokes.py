@@ -155,6 +155,7 @@ def run(*, quick: bool = False, n_test: int | None = None, seed: int = 0, progre
     grf = GRFEnsemble(RESOLUTION, std=float(w_test.std()))
     methods = make_methods(quick, budgets)
     var_iters = VAR_ITERS[1 if quick else 0]
+    warm = [(WARM_NAME, dataclasses.replace(methods[0][1], sigma_max=WARM_SIGMA), *methods[0][2:])]
     per_field = []
     for noise_std in noise_levels:
         op = make_operator(noise_std)
@@ -165,21 +166,26 @@ def run(*, quick: bool = False, n_test: int | None = None, seed: int = 0, progre
             base = {"field": i, "noise_std": noise_std}
             with torch.no_grad():
                 ref_misfit = (op(x_mean) - y).norm()  # the training mean's data misfit, for misfit_ratio
+
+            @torch.no_grad()
+            def ratio(v, x=x, y=y, ref=ref_misfit):  # data misfit of an estimate / the training mean's
+                return float((op(v.reshape(x.shape)) - y).norm() / ref)
+
+            def sample_row(name, res, secs, x=x, base=base):  # a SampleResult's metrics and cost
+                return {**base, "method": name, "J": res.samples.shape[0], **_metrics(res.samples, x[0]),
+                        "misfit_ratio": ratio(res.mean), "forward_rounds": res.forward_rounds,
+                        "n_forward": res.n_forward, "nfe": res.nfe, "seconds": secs}
             per_field.append({**base, "method": "training mean", **_metrics(x_mean[0][None], x[0]), "misfit_ratio": 1.0})
             if noise_std == 0:
                 t0 = time.perf_counter()
                 v = variational_fit(op_grad, y, x_mean, var_iters)
-                with torch.no_grad():
-                    r = float((op(v) - y).norm() / ref_misfit)
                 per_field.append({**base, "method": f"variational ({var_iters} Adam its)", **_metrics(v[0][None], x[0]),
-                                  "misfit_ratio": r, "seconds": time.perf_counter() - t0})
+                                  "misfit_ratio": ratio(v), "seconds": time.perf_counter() - t0})
             estimates = {}
             if noise_std in GN_NOISE:
                 gn = multiscale_gauss_newton(y, op, stationary, iters=GN_ITERS[1 if quick else 0], progress=progress,
                                              **({"stages": GN_QUICK_STAGES} if quick else {}))
-                with torch.no_grad():
-                    r = float((op(gn.x) - y).norm() / ref_misfit)
-                per_field.append({**base, "method": GN_NAME, **_metrics(gn.x[0][None], x[0]), "misfit_ratio": r,
+                per_field.append({**base, "method": GN_NAME, **_metrics(gn.x[0][None], x[0]), "misfit_ratio": ratio(gn.x),
                                   "forward_rounds": gn.forward_rounds, "n_forward": gn.n_forward, "nfe": 0,
                                   "seconds": gn.seconds})
                 estimates["gn"] = gn.x
@@ -188,15 +194,10 @@ def run(*, quick: bool = False, n_test: int | None = None, seed: int = 0, progre
                 res = gauss_newton_diffusion(y, op, stationary, prior, gn.x, progress=progress,
                                              generator=torch.Generator().manual_seed(seed * 7919 + i),
                                              **GND_BUDGET[1 if quick else 0])
-                with torch.no_grad():
-                    r = float((op(res.mean.reshape(x.shape)) - y).norm() / ref_misfit)
-                per_field.append({**base, "method": GND_NAME, "J": res.samples.shape[0], **_metrics(res.samples, x[0]),
-                                  "misfit_ratio": r, "forward_rounds": res.forward_rounds, "n_forward": res.n_forward,
-                                  "nfe": res.nfe, "seconds": res.seconds})
+                per_field.append(sample_row(GND_NAME, res, res.seconds))
                 estimates["gnd"] = res
                 log.info("noise %g field %d %s: rel L2 %.3f (mean %.3f) in %.0f s", noise_std, i, GND_NAME,
                          per_field[-1]["rel_l2"], per_field[-1]["rel_l2_mean"], res.seconds)
-            warm = [(WARM_NAME, dataclasses.replace(methods[0][1], sigma_max=WARM_SIGMA), *methods[0][2:])]
             for name, sampler, j, grad, kind in methods + (warm if "gn" in estimates else []):
                 g = torch.Generator().manual_seed(seed * 7919 + i)
                 t0 = time.perf_counter()
@@ -210,14 +211,10 @@ def run(*, quick: bool = False, n_test: int | None = None, seed: int = 0, progre
                                       "seconds": time.perf_counter() - t0})
                     continue
                 secs = time.perf_counter() - t0
-                m = _metrics(res.samples, x[0])
-                with torch.no_grad():
-                    m["misfit_ratio"] = float((op(res.mean.reshape(x.shape)) - y).norm() / ref_misfit)
-                per_field.append({**base, "method": name, "J": j, **m, "forward_rounds": res.forward_rounds,
-                                  "n_forward": res.n_forward, "nfe": res.nfe, "seconds": secs})
+                per_field.append(sample_row(name, res, secs))
                 estimates[name] = res
-                log.info("noise %g field %d %s: rel L2 %.3f (mean %.3f) in %.0f s", noise_std, i, name, m["rel_l2"],
-                         m["rel_l2_mean"], secs)
+                log.info("noise %g field %d %s: rel L2 %.3f (mean %.3f) in %.0f s", noise_std, i, name,
+                         per_field[-1]["rel_l2"], per_field[-1]["rel_l2_mean"], secs)
             if i == 0 and noise_std == noise_levels[0] and img_dir is not None:
                 _picture(w_test[0], y, estimates, Path(img_dir) / "navier_stokes.png")
     rows = []

@@ -84,6 +84,10 @@ class StationaryGaussian:
     def n(self) -> int:
         return self.mean.shape[0]
 
+    def to(self, device) -> "StationaryGaussian":
+        """The same Gaussian with its tensors on ``device``."""
+        return StationaryGaussian(self.mean.to(device), self.mode_std.to(device))
+
     def apply_sqrt(self, v: torch.Tensor) -> torch.Tensor:
         """:math:`C^{1/2} v` for fields (..., n, n)."""
         return torch.fft.ifft2(torch.fft.fft2(v) * self.mode_std).real
@@ -162,6 +166,7 @@ def _measurement(y: torch.Tensor, operator, n: int) -> tuple[torch.Tensor, tuple
 
 
 def _misfit_scale(sigma, operator) -> float:
+    """``sigma``, or by default the operator's noise std floored at 0.05 (units of ``y``)."""
     return float(sigma if sigma is not None else max(float(getattr(operator, "noise_std", 0.0) or 0.0), 0.05))
 
 
@@ -219,7 +224,7 @@ def multiscale_gauss_newton(y: torch.Tensor, operator, prior: StationaryGaussian
                          f"{iters} and {fd_step}")
     sigma = _misfit_scale(sigma, operator)
     dev = y.device
-    prior = StationaryGaussian(prior.mean.to(dev), prior.mode_std.to(dev))
+    prior = prior.to(dev)
     counts = {"n": 0, "rounds": 0}
     fwd = _counted(operator, n, chunk, counts)
 
@@ -332,7 +337,7 @@ def gauss_newton_diffusion(y: torch.Tensor, operator, gauss: StationaryGaussian,
                          f"{num_steps}, {lam}, {sigma_min}, {sigma_max}")
     sigma = _misfit_scale(sigma, operator)
     dev = y.device
-    gauss = StationaryGaussian(gauss.mean.to(dev), gauss.mode_std.to(dev))
+    gauss = gauss.to(dev)
     b = fourier_basis(n, n // 3 if band is None else band).to(dev)                     # (p, n, n)
     dx = gauss.apply_sqrt(b)
     s = (dx * b).sum((1, 2))                                                            # mode std of each row
