@@ -230,6 +230,21 @@ def test_lowpass_damps_a_cosine_by_the_gaussian_factor():
     assert lowpass(c, 0.0, (16, 16)) is c
 
 
+
+def test_stage_misfit_scale_is_the_std_of_low_passed_white_noise():
+    from geoinv.fluids import lowpass, stage_misfit_scale
+
+    noise = torch.randn(4000, 1024, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    for kappa in (1.0, 3.0, 8.0):
+        emp = float(lowpass(noise, kappa, (32, 32)).std())
+        assert stage_misfit_scale(1.0, kappa, (32, 32), floor=0.0) == pytest.approx(emp, rel=0.02)
+    # small kappa: the filter passes about pi kappa^2 of the M modes
+    assert stage_misfit_scale(2.0, 2.0, (32, 32)) == pytest.approx(2 * math.sqrt(4 * math.pi / 1024), rel=1e-3)
+    # noise-free data (at or below the floor) and the unfiltered stage keep the given scale
+    assert stage_misfit_scale(0.05, 1.0, (32, 32)) == 0.05 and stage_misfit_scale(0.02, 3.0, (32, 32)) == 0.02
+    assert stage_misfit_scale(1.5, 0.0, (32, 32)) == 1.5
+    assert stage_misfit_scale(0.5, 1.0, (32, 32)) == 0.05                     # 0.5 * 0.055 is below the floor
+
 class _LinearGridObservation:
     """y = (heat-smoothed x)[::2, ::2] on an n x n torus: a linear black box with obs_shape and noise_std."""
 
@@ -249,7 +264,7 @@ class _LinearGridObservation:
 
 def test_gauss_newton_reaches_the_exact_map_of_a_linear_gaussian_problem():
     """For a linear operator the finite differences are exact and Levenberg-Marquardt converges to the MAP."""
-    from geoinv.fluids import fourier_basis, multiscale_gauss_newton
+    from geoinv.fluids import fourier_basis, multiscale_gauss_newton, stage_misfit_scale
 
     g, op = _stationary(), _LinearGridObservation()
     xt = g.to_x(torch.randn(8, 8, generator=torch.Generator().manual_seed(3), dtype=torch.float64))
@@ -269,8 +284,9 @@ def test_gauss_newton_reaches_the_exact_map_of_a_linear_gaussian_problem():
     # each step: one batched round of p + 1 evaluations; damping trials and stage misfits: one each
     assert res.n_forward == res.forward_rounds + 4 * 9 + 12 * 49
     assert [t["p"] for t in res.trace] == [9, 49]
-    # the coarse stage fitted the low-passed residual only: its misfit is the larger one
-    assert res.trace[0]["rel_misfit"] > res.trace[1]["rel_misfit"]
+    # the coarse stage fitted the low-passed residual at the scale of the noise its filter passes
+    assert [t["sigma"] for t in res.trace] == [stage_misfit_scale(0.3, 1.0, (4, 4)), 0.3]
+    assert res.trace[0]["sigma"] < 0.3
 
 
 def test_gauss_newton_inverts_a_short_navier_stokes_horizon_without_gradients():

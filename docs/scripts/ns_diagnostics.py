@@ -58,10 +58,11 @@ validation fields: the diffusion prior refines what the stationary Gaussian's MA
 of the published update (2); ``UPDATE`` ``published`` (default) or ``kalman`` (with covariance localization of
 radius ``RADIUS`` when > 0).
 
-``python docs/scripts/ns_diagnostics.py gnd [N] [LAM] [SAMPLE] [SIGMA_MAX] [PASSES] [NOISE]``:
-:func:`geoinv.fluids.gauss_newton_diffusion` (16 chains, 40 steps) from the Gauss-Newton estimate on N validation
-fields: ensemble-mean and per-sample relative L2, spread / error; ``SAMPLE`` 0 takes the conditional's mode instead
-of a draw; ``PASSES`` > 1 re-linearizes at the previous mean; ``NOISE``: observation noise std (default 0).
+``python docs/scripts/ns_diagnostics.py gnd [N] [LAM] [SAMPLE] [SIGMA_MAX] [PASSES] [NOISE] [CHAINS] [PRIOR]``:
+:func:`geoinv.fluids.gauss_newton_diffusion` (CHAINS chains, default 16, 40 steps) from the Gauss-Newton estimate on
+N validation fields: ensemble-mean and per-sample relative L2, spread / error; ``SAMPLE`` 0 takes the conditional's
+mode instead of a draw; ``PASSES`` > 1 re-linearizes at the previous mean; ``NOISE``: observation noise std
+(default 0); ``PRIOR``: a prior checkpoint path instead of the shipped prior.
 
 ``python docs/scripts/ns_diagnostics.py resolution``: the same sensitivity at 64x64 and 128x128 (fresh
 GRF fields spun up 5 time units at each resolution; perturbations of 1 % and 10 %), to check that the
@@ -384,26 +385,27 @@ def floor(n: int = 2, resolution: int = 64, sigmas=(0.05, 0.001), fd_step: float
 
 
 def gnd(n: int = 2, lam: float = 1.0, sample: bool = True, sigma_max: float = 0.1, passes: int = 1,
-        noise: float = 0.0) -> list[dict]:
+        noise: float = 0.0, chains: int = 16, prior_path: str | None = None) -> list[dict]:
     """:func:`geoinv.fluids.gauss_newton_diffusion` from the Gauss-Newton estimate on ``n`` validation fields.
 
     ``passes > 1``: re-linearize at the previous ensemble mean and run again. ``noise``: observation noise std
-    (physical units; both methods then use it as their misfit scale).
+    (physical units; both methods then use it as their misfit scale). ``chains``: posterior samples;
+    ``prior_path``: a prior checkpoint instead of the shipped one (e.g. a longer training run).
     """
     torch.set_num_threads(1)
     from geoinv.fluids import gauss_newton_diffusion, multiscale_gauss_newton
-    from geoinv.io import load_shipped_prior
+    from geoinv.io import load_prior, load_shipped_prior
 
-    prior = load_shipped_prior("navier-stokes").eval()
+    prior = (load_prior(prior_path) if prior_path else load_shipped_prior("navier-stokes")).eval()
     gauss, op, cases = _cases(n, noise)
     rows = []
     for i, xt, y in cases:
         x = multiscale_gauss_newton(y, op, gauss, progress=False).x
-        row = {"field": i, "noise": noise, "lam": lam, "sample": sample, "sigma_max": sigma_max,
+        row = {"field": i, "noise": noise, "lam": lam, "sample": sample, "sigma_max": sigma_max, "chains": chains,
                "gn_rel_l2": round(float((x - xt).norm() / xt.norm()), 3), "passes": []}
         for _ in range(passes):
             r = gauss_newton_diffusion(y, op, gauss, prior, x, lam=lam, sample=sample, sigma_max=sigma_max,
-                                       generator=torch.Generator().manual_seed(i), progress=False)
+                                       n_samples=chains, generator=torch.Generator().manual_seed(i), progress=False)
             x = r.mean[None]
             rmse = float((r.mean - xt[0]).pow(2).mean().sqrt())
             row["passes"].append({"rel_l2_mean": round(float((r.mean - xt[0]).norm() / xt.norm()), 3),
@@ -548,8 +550,8 @@ if __name__ == "__main__":
         its = [int(v) for v in args[1].split(",")] if len(args) > 1 else [2]
         gauss_newton(int(args[0]) if args else 2, its[0] if len(its) == 1 else tuple(its),
                      *[float(v) for v in args[2:4]])
-    elif cmd == "gnd":  # gnd [N] [LAM] [SAMPLE 0/1] [SIGMA_MAX] [PASSES] [NOISE]
-        conv = (int, float, lambda v: v != "0", float, int, float)
+    elif cmd == "gnd":  # gnd [N] [LAM] [SAMPLE 0/1] [SIGMA_MAX] [PASSES] [NOISE] [CHAINS] [PRIOR]
+        conv = (int, float, lambda v: v != "0", float, int, float, int, str)
         gnd(*[c(v) for c, v in zip(conv, args)])
     elif cmd == "floor":  # floor [N] [RESOLUTION] [SIGMAS, comma-separated]
         floor(*[int(v) for v in args[:2]], *([tuple(float(v) for v in args[2].split(","))] if len(args) > 2 else []))

@@ -18,11 +18,13 @@ observations ``y`` are in physical vorticity units.
 from geoinv.fluids._data import SCALE, default_dir, generate, generate_splits, grid_signal, load_fields
 from geoinv.fluids._grf import GRFEnsemble, grf_torus
 from geoinv.fluids._gauss_newton import (DEFAULT_ITERS, DEFAULT_STAGES, GaussNewtonResult, StationaryGaussian,
-                                         fourier_basis, gauss_newton_diffusion, lowpass, multiscale_gauss_newton)
+                                         fourier_basis, gauss_newton_diffusion, lowpass, multiscale_gauss_newton,
+                                         stage_misfit_scale)
 
 __all__ = ["generate", "generate_splits", "load_fields", "grid_signal", "default_dir", "grf_torus", "GRFEnsemble", "SCALE",
            "StationaryGaussian", "multiscale_gauss_newton", "GaussNewtonResult", "fourier_basis", "lowpass",
-           "gauss_newton_diffusion", "DEFAULT_STAGES", "DEFAULT_ITERS", "DaskOperator", "EKI"]
+           "gauss_newton_diffusion", "stage_misfit_scale", "DEFAULT_STAGES", "DEFAULT_ITERS", "DaskOperator",
+           "EKI"]
 
 
 def __getattr__(name):

@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 from geoinv.errors import ShapeError
 
 __all__ = ["StationaryGaussian", "fourier_basis", "lowpass", "multiscale_gauss_newton", "GaussNewtonResult",
-           "gauss_newton_diffusion", "DEFAULT_STAGES", "DEFAULT_ITERS"]
+           "gauss_newton_diffusion", "stage_misfit_scale", "DEFAULT_STAGES", "DEFAULT_ITERS"]
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,8 @@ DEFAULT_STAGES = ((3, 1.0), (4, 2.0), (6, 3.0), (8, 4.0), (12, 6.0), (16, 8.0), 
 #: is chosen, few where it is dear (validation fields 0-3, seed 2: mean rel. L2 0.240 vs 0.417 with 2 steps per stage
 #: at the same cost).
 DEFAULT_ITERS = (8, 8, 6, 4, 3, 2, 2, 1)
+#: Smallest default misfit scale (units of ``y``): noise-free data are fitted to this, not to float32 round-off.
+MISFIT_FLOOR = 0.05
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -119,14 +121,35 @@ def fourier_basis(n: int, k: int, dtype: torch.dtype = torch.float64) -> torch.T
     return torch.cat([const, torch.stack([torch.cos(ph) * c, torch.sin(ph) * c], 1).flatten(0, 1)])
 
 
+def _lowpass_filter(kappa: float, shape: tuple[int, int]) -> torch.Tensor:
+    """The transfer function ``exp(-|k|^2 / (2 kappa^2))`` on the FFT grid of ``shape`` (kappa > 0), default dtype."""
+    k2 = (torch.fft.fftfreq(shape[0], 1 / shape[0])[:, None] ** 2
+          + torch.fft.fftfreq(shape[1], 1 / shape[1])[None, :] ** 2)
+    return torch.exp(-k2 / (2 * kappa * kappa))
+
+
 def lowpass(r: torch.Tensor, kappa: float, shape: tuple[int, int]) -> torch.Tensor:
     """Gaussian low-pass ``exp(-|k|^2 / (2 kappa^2))`` of values (B, M) on a periodic grid ``shape``; 0 = identity."""
     if not kappa:
         return r
-    k2 = (torch.fft.fftfreq(shape[0], 1 / shape[0])[:, None] ** 2
-          + torch.fft.fftfreq(shape[1], 1 / shape[1])[None, :] ** 2)
-    f = torch.fft.ifft2(torch.fft.fft2(r.reshape(-1, *shape)) * torch.exp(-k2 / (2 * kappa * kappa)).to(r.device))
+    f = torch.fft.ifft2(torch.fft.fft2(r.reshape(-1, *shape)) * _lowpass_filter(kappa, shape).to(r.device, r.dtype))
     return f.real.reshape(r.shape)
+
+
+def stage_misfit_scale(sigma: float, kappa: float, shape: tuple[int, int], floor: float = MISFIT_FLOOR) -> float:
+    r"""Misfit scale of the residual low-passed with cut-off ``kappa``, for a measurement of noise scale ``sigma``.
+
+    White noise of std :math:`\sigma` keeps std :math:`\sigma\,g_\kappa` after the low-pass, with
+    :math:`g_\kappa^2` the mean of the squared transfer function over the grid (about
+    :math:`\pi\kappa^2 / M` for small ``kappa``), so a coarse stage weighs the data by that much less noise:
+    :math:`\max(\sigma\,g_\kappa, \min(\sigma, \text{floor}))`. The floor stands for what no subspace
+    fits (the model error of a coarse stage, and float32 round-off); noise-free data use ``sigma`` itself at every
+    stage. ``kappa = 0`` (no filter) gives ``sigma``.
+    """
+    if not kappa:
+        return float(sigma)
+    g = float(_lowpass_filter(kappa, shape).double().pow(2).mean().sqrt())
+    return max(sigma * g, min(sigma, floor))
 
 
 @dataclasses.dataclass
@@ -141,7 +164,8 @@ class GaussNewtonResult:
         Forward evaluations and sequential batched calls.
     seconds : float
     trace : list of dict
-        Per stage: ``K``, ``kappa``, ``p``, relative data misfit ``||A(x) - y|| / ||y||``, damping ``lam``.
+        Per stage: ``K``, ``kappa``, ``p``, misfit scale ``sigma``, relative data misfit ``||A(x) - y|| / ||y||``,
+        damping ``lam``.
     """
 
     x: torch.Tensor
@@ -166,8 +190,8 @@ def _measurement(y: torch.Tensor, operator, n: int) -> tuple[torch.Tensor, tuple
 
 
 def _misfit_scale(sigma, operator) -> float:
-    """``sigma``, or by default the operator's noise std floored at 0.05 (units of ``y``)."""
-    return float(sigma if sigma is not None else max(float(getattr(operator, "noise_std", 0.0) or 0.0), 0.05))
+    """``sigma``, or by default the operator's noise std floored at ``MISFIT_FLOOR`` (units of ``y``)."""
+    return float(sigma if sigma is not None else max(float(getattr(operator, "noise_std", 0.0) or 0.0), MISFIT_FLOOR))
 
 
 def _counted(operator, n: int, chunk: int, counts: dict):
@@ -205,7 +229,8 @@ def multiscale_gauss_newton(y: torch.Tensor, operator, prior: StationaryGaussian
     fd_step : float
         One-sided difference step in ``xi`` units (prior stds; 0.1 keeps float32 solvers accurate).
     sigma : float, optional
-        Misfit scale in the units of ``y``; default ``max(operator.noise_std, 0.05)``.
+        Misfit scale in the units of ``y``; default ``max(operator.noise_std, 0.05)``. A stage that low-passes the
+        residual uses the scale of the noise that the filter lets through (:func:`stage_misfit_scale`).
     chunk : int
         Batch size of the forward calls.
     progress : bool
@@ -236,11 +261,11 @@ def multiscale_gauss_newton(y: torch.Tensor, operator, prior: StationaryGaussian
             b = fourier_basis(n, k).to(dev)                                         # (p, n, n)
             p = b.shape[0]
             dx = prior.apply_sqrt(b)                                                # C^(1/2) b_i
-            lam = 1e-2
+            lam, sig = 1e-2, stage_misfit_scale(sigma, kappa, shape)
             for _ in range(n_its):
                 x = prior.to_x(xi)
                 ys = fwd(torch.cat([x[None], x[None] + fd_step * dx]))
-                r = lowpass(ys - y, kappa, shape) / sigma
+                r = lowpass(ys - y, kappa, shape) / sig
                 jac = (r[1:] - r[:1]) / fd_step                                     # (p, M)
                 phi0 = 0.5 * r[0].pow(2).sum() + 0.5 * xi.pow(2).sum()
                 hess = jac @ jac.T
@@ -248,14 +273,14 @@ def multiscale_gauss_newton(y: torch.Tensor, operator, prior: StationaryGaussian
                 eye = torch.eye(p, dtype=hess.dtype, device=dev)
                 for _ in range(8):  # raise the damping until the objective falls
                     xn = xi + torch.einsum("p,pij->ij", torch.linalg.solve(hess + (1 + lam) * eye, -grad), b)
-                    rn = lowpass(fwd(prior.to_x(xn)[None]) - y, kappa, shape) / sigma
+                    rn = lowpass(fwd(prior.to_x(xn)[None]) - y, kappa, shape) / sig
                     if 0.5 * rn.pow(2).sum() + 0.5 * xn.pow(2).sum() < phi0:
                         xi, lam = xn, max(lam / 3, 1e-6)
                         break
                     lam *= 4
                 bar.update()
             mis = float((fwd(prior.to_x(xi)[None]) - y).norm() / y.norm().clamp_min(1e-300))
-            trace.append({"K": k, "kappa": kappa, "p": p, "rel_misfit": mis, "lam": lam})
+            trace.append({"K": k, "kappa": kappa, "p": p, "sigma": sig, "rel_misfit": mis, "lam": lam})
             log.info("Gauss-Newton stage K=%d kappa=%g: relative misfit %.4f", k, kappa, mis)
     bar.close()
     return GaussNewtonResult(prior.to_x(xi).reshape(1, n * n, 1), counts["n"], counts["rounds"],
