@@ -230,7 +230,6 @@ def test_lowpass_damps_a_cosine_by_the_gaussian_factor():
     assert lowpass(c, 0.0, (16, 16)) is c
 
 
-
 def test_stage_misfit_scale_is_the_std_of_low_passed_white_noise():
     from geoinv.fluids import lowpass, stage_misfit_scale
 
@@ -244,6 +243,7 @@ def test_stage_misfit_scale_is_the_std_of_low_passed_white_noise():
     assert stage_misfit_scale(0.05, 1.0, (32, 32)) == 0.05 and stage_misfit_scale(0.02, 3.0, (32, 32)) == 0.02
     assert stage_misfit_scale(1.5, 0.0, (32, 32)) == 1.5
     assert stage_misfit_scale(0.5, 1.0, (32, 32)) == 0.05                     # 0.5 * 0.055 is below the floor
+
 
 class _LinearGridObservation:
     """y = (heat-smoothed x)[::2, ::2] on an n x n torus: a linear black box with obs_shape and noise_std."""

@@ -145,6 +145,20 @@ def stage_misfit_scale(sigma: float, kappa: float, shape: tuple[int, int], floor
     :math:`\max(\sigma\,g_\kappa, \min(\sigma, \text{floor}))`. The floor stands for what no subspace
     fits (the model error of a coarse stage, and float32 round-off); noise-free data use ``sigma`` itself at every
     stage. ``kappa = 0`` (no filter) gives ``sigma``.
+
+    Parameters
+    ----------
+    sigma : float
+        Noise scale of the unfiltered residual (units of ``y``).
+    kappa : float
+        Low-pass cut-off of :func:`lowpass` (0 = none).
+    shape : tuple of int
+        The observation grid ``(H, W)``.
+    floor : float
+
+    Returns
+    -------
+    float
     """
     if not kappa:
         return float(sigma)
