@@ -10,6 +10,7 @@ import torch
 from geoinv.priors import (
     EDMDenoiser,
     GaussianPrior,
+    SymmetrizedPrior,
     alpha_bar_from_sigma,
     ddpm_linear_schedule,
     edm_coefficients,
@@ -222,3 +223,52 @@ def test_tweedie_keeps_the_container_type():
     out = tweedie(gp, sig, 0.3)
     assert isinstance(out, GridSignal) and out.values.shape == sig.values.shape
     assert torch.allclose(out.point_values().double(), gp.denoise(sig.point_values().double(), 0.3), atol=1e-6)
+
+
+def _ring_maps(n, flips=(1.0, -1.0)):
+    """Signed cyclic shifts of a ring of n points: a group of 2 n signed permutations."""
+    shifts = [(s, f) for f in flips for s in range(n)]
+    perms = torch.stack([torch.roll(torch.arange(n), -s) for s, _ in shifts])   # (g x)[j] = f x[j + s]
+    return perms, torch.tensor([f for _, f in shifts], dtype=torch.float64), shifts
+
+
+def test_symmetrized_prior_leaves_an_invariant_prior_unchanged():
+    n = 8
+    g = torch.Generator().manual_seed(1)
+    spec = torch.rand(n // 2 + 1, generator=g, dtype=torch.float64) + 0.1          # a stationary, zero-mean Gaussian
+    row = torch.fft.irfft(spec, n)
+    cov = torch.stack([torch.roll(row, i) for i in range(n)])
+    prior = GaussianPrior(torch.zeros(n, 1, dtype=torch.float64), cov)
+    perms, signs, _ = _ring_maps(n)
+    x = torch.randn(3, n, 1, generator=g, dtype=torch.float64)
+    sym = SymmetrizedPrior(prior, perms, signs)
+    assert torch.allclose(sym.denoise(x, 0.7), prior.denoise(x, 0.7), atol=1e-12)
+
+
+def test_symmetrized_prior_is_the_group_average_and_equivariant():
+    n = 6
+    prior = _gaussian(n, seed=3)                                                     # not invariant under the maps
+    perms, signs, shifts = _ring_maps(n)
+    sym = SymmetrizedPrior(prior, perms, signs)
+    assert sym.evals_per_call == 2 * n
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(2, n, 1, generator=g, dtype=torch.float64)
+    x_before = x.clone()
+    sigma = torch.tensor([0.3, 1.2], dtype=torch.float64)
+    by_hand = sum(f * torch.roll(prior.denoise(f * torch.roll(x, -s, 1), sigma), s, 1) for s, f in shifts) / len(shifts)
+    assert torch.allclose(sym.denoise(x, sigma), by_hand, atol=1e-12)
+    assert not torch.allclose(by_hand, prior.denoise(x, sigma), atol=1e-3)         # the average does change it
+    gx = -torch.roll(x, -2, 1)
+    assert torch.allclose(sym.denoise(gx, sigma), -torch.roll(sym.denoise(x, sigma), -2, 1), atol=1e-12)
+    assert torch.equal(x, x_before)                                                 # the caller's array is kept
+
+
+def test_symmetrized_prior_input_errors():
+    prior = _gaussian(4)
+    perms, signs, _ = _ring_maps(4)
+    with pytest.raises(ValueError, match="permutation"):
+        SymmetrizedPrior(prior, torch.zeros(2, 4, dtype=torch.int64), torch.ones(2))
+    with pytest.raises(ValueError, match="must be"):
+        SymmetrizedPrior(prior, perms[:, :3], signs)
+    with pytest.raises(ValueError, match=r"\+1 or -1"):
+        SymmetrizedPrior(prior, perms, 2 * signs)

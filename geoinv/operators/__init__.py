@@ -33,6 +33,8 @@ __all__ = [
     "adjointness_error",
     "NavierStokes2D",
     "NavierStokesObservation",
+    "kolmogorov_symmetries",
+    "kolmogorov_symmetry_maps",
 ]
 
 
@@ -306,4 +308,5 @@ def adjointness_error(op: Operator, x_shape: tuple[int, ...], generator: torch.G
     return abs(lhs - rhs) / max(float(ax.norm() * y.norm()), 1e-300)
 
 
-from geoinv.operators._navier_stokes import NavierStokes2D, NavierStokesObservation  # noqa: E402
+from geoinv.operators._navier_stokes import (NavierStokes2D, NavierStokesObservation,  # noqa: E402
+                                              kolmogorov_symmetries, kolmogorov_symmetry_maps)

@@ -30,7 +30,8 @@ import torch
 from geoinv.errors import NonFiniteError, ShapeError
 from geoinv.operators import Operator
 
-__all__ = ["NavierStokes2D", "NavierStokesObservation", "kolmogorov_forcing", "taylor_green"]
+__all__ = ["NavierStokes2D", "NavierStokesObservation", "kolmogorov_forcing", "kolmogorov_symmetries", "kolmogorov_symmetry_maps",
+           "taylor_green"]
 
 
 def kolmogorov_forcing(n: int, *, amplitude: float = -4.0, k: int = 4, dtype=torch.float64,
@@ -38,6 +39,67 @@ def kolmogorov_forcing(n: int, *, amplitude: float = -4.0, k: int = 4, dtype=tor
     r"""Kolmogorov forcing :math:`a \cos(k y)` on an ``n x n`` grid (rows = y), shape (n, n)."""
     y = 2 * math.pi * torch.arange(n, dtype=dtype, device=device) / n
     return (amplitude * torch.cos(k * y))[:, None].expand(n, n).contiguous()
+
+
+def kolmogorov_symmetry_maps(n: int, x_shift, half_period, rotate, *, k: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""Signed grid permutations that map solutions of the Kolmogorov-forced equations to solutions.
+
+    With forcing :math:`a\cos(k y)` and :math:`h = \pi / k` (half its period, ``n / (2 k)`` cells), the vorticity
+    equation on the torus is invariant under
+
+    * the shift-reflection :math:`S: w(x, y) \mapsto -w(-x, y + h)` (mirror in x, which flips the sign of the
+      vorticity, and a half-period shift in y, which flips the forcing back); :math:`S^2` is the shift by the
+      forcing's period,
+    * the rotation by pi, :math:`R: w(x, y) \mapsto w(-x, -y)`,
+    * shifts in x, :math:`T_s: w(x, y) \mapsto w(x + s, y)`,
+
+    which generate a group of ``4 k n`` grid maps (1,024 at ``n = 64``). Element ``g`` here is
+    :math:`(g w)(x, y) = (-1)^m\,w(\epsilon x + s, (-1)^r y + m h)`, :math:`\epsilon = (-1)^{m + r}`, with
+    ``s = x_shift[g]`` (cells), ``m = half_period[g]`` (0 ... 2k - 1) and ``r = rotate[g]``.
+    A distribution of fields invariant under the dynamics' symmetries (the benchmark's: isotropic zero-mean
+    Gaussian fields evolved by the solver) is invariant under these maps: training data may be augmented with
+    them and a denoiser averaged over them (:class:`geoinv.priors.SymmetrizedPrior`).
+
+    Parameters
+    ----------
+    n : int
+        Grid size; ``n`` must be divisible by ``2 k`` (the half period is a whole number of cells).
+    x_shift, half_period, rotate : sequence or Tensor of int, shape (G,)
+        The elements, one entry each (``rotate`` 0 or 1).
+    k : int
+        Forcing wavenumber.
+
+    Returns
+    -------
+    perms : Tensor, shape (G, n * n), int64
+        ``(g w)[j] = sign * w[perms[g, j]]`` on fields flattened row-major (rows = y).
+    signs : Tensor, shape (G,), float64
+        :math:`(-1)^m`.
+    """
+    if n % (2 * k):
+        raise ValueError(f"n = {n} must be divisible by 2 k = {2 * k} for the half-period shift to be on the grid")
+    s, m, r = (torch.as_tensor(v, dtype=torch.int64).reshape(-1) for v in (x_shift, half_period, rotate))
+    if not s.shape == m.shape == r.shape:
+        raise ValueError(f"x_shift, half_period and rotate must have one entry per element, got lengths "
+                         f"{s.numel()}, {m.numel()}, {r.numel()}")
+    h = n // (2 * k)
+    i = torch.arange(n)
+    iy, ix = i[None, :, None], i[None, None, :]
+    flip = 1 - 2 * ((m + r) % 2)[:, None, None]                 # the x index is mirrored by S^m (m odd) and by R
+    ry = 1 - 2 * (r % 2)[:, None, None]                         # R mirrors y before S^m shifts it
+    my = (ry * iy + (m * h)[:, None, None]) % n
+    mx = (flip * ix + s[:, None, None]) % n
+    perms = (my * n + mx).reshape(-1, n * n)
+    return perms, (1 - 2 * (m % 2)).double()
+
+
+def kolmogorov_symmetries(n: int, *, k: int = 4, x_shifts=(0,), half_periods=(0, 1)) -> tuple[torch.Tensor, torch.Tensor]:
+    """The elements of :func:`kolmogorov_symmetry_maps` for every ``s`` in ``x_shifts``, ``m`` in
+    ``half_periods`` and ``r`` in (0, 1): ``(perms (G, n * n), signs (G,))``, ``G = 2 len(x_shifts) len(half_periods)``,
+    the identity first with the defaults. ``x_shifts=range(n), half_periods=range(2 * k)`` is the whole group."""
+    s, m, r = torch.meshgrid(torch.as_tensor(list(x_shifts)), torch.as_tensor(list(half_periods)),
+                             torch.arange(2), indexing="ij")
+    return kolmogorov_symmetry_maps(n, s.reshape(-1), m.reshape(-1), r.reshape(-1), k=k)
 
 
 def taylor_green(n: int, t: float = 0.0, *, nu: float = 1 / 200, k: int = 1, dtype=torch.float64,

@@ -8,6 +8,7 @@ Shipped learned priors load with :func:`geoinv.io.load_shipped_prior`.
 
 from geoinv.priors._base import Prior, as_sigma
 from geoinv.priors._gaussian import GaussianPrior
+from geoinv.priors._symmetrized import SymmetrizedPrior, apply_signed_permutations
 from geoinv.priors.edm import (
     EDMDenoiser,
     alpha_bar_from_sigma,
@@ -23,7 +24,7 @@ from geoinv.priors.edm import (
 )
 
 __all__ = [
-    "Prior", "GaussianPrior", "as_sigma", "EDMDenoiser", "edm_coefficients", "edm_sample", "tweedie",
+    "Prior", "GaussianPrior", "SymmetrizedPrior", "apply_signed_permutations", "as_sigma", "EDMDenoiser", "edm_coefficients", "edm_sample", "tweedie",
     "karras_sigmas", "sigma_from_alpha_bar", "alpha_bar_from_sigma", "vp_to_ve", "ve_to_vp", "vp_denoise",
     "ddpm_linear_schedule", "bench_denoising",
 ]

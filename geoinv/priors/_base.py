@@ -36,11 +36,15 @@ class Prior:
         the prior is defined on; ``None`` for a prior that accepts any domain of its size.
     event_shape : tuple of int
         ``(N, C)``.
+    evals_per_call : int
+        Denoiser evaluations per signal and :meth:`denoise` call (``G`` for a :class:`SymmetrizedPrior`).
     """
 
     fingerprint: str | None = None
     event_shape: tuple[int, int] = (0, 0)
     name: str = "prior"
+    #: network (or closed-form) evaluations per signal of one :meth:`denoise` call; samplers count ``nfe`` with it
+    evals_per_call: int = 1
 
     def denoise(self, x: torch.Tensor, sigma: Any) -> torch.Tensor:
         """Posterior mean of the clean signal given ``x = x0 + sigma * eps``.

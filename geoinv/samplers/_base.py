@@ -254,7 +254,7 @@ class Sampler:
     @staticmethod
     def _denoise(prior: Any, x: torch.Tensor, sigma: float, work: _Work, batch_size: int | None = None) -> torch.Tensor:
         """``D(x; sigma)`` in float64 for a batch (S, N, C), chunked by ``batch_size``; counts nfe."""
-        work.nfe += x.shape[0]
+        work.nfe += x.shape[0] * getattr(prior, "evals_per_call", 1)
         dt = _call_dtype(prior)
         if batch_size is None or x.shape[0] <= batch_size:
             return prior.denoise(x.to(dt), sigma).to(STATE_DTYPE)
