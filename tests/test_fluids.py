@@ -9,7 +9,8 @@ import torch
 
 from geoinv.errors import NonFiniteError, NotDifferentiableError, ShapeError
 from geoinv.fluids import generate, grf_torus
-from geoinv.operators import NavierStokes2D, NavierStokesObservation
+from geoinv.operators import (NavierStokes2D, NavierStokesObservation, kolmogorov_symmetries,
+                              kolmogorov_symmetry_maps)
 from geoinv.operators._navier_stokes import taylor_green
 from geoinv.samplers import EKI
 from geoinv.samplers._enkg import ensemble_kalman_update
@@ -69,6 +70,36 @@ def test_solver_errors():
         ns.solve(torch.full((16, 16), float("nan")), 0.1)
     with pytest.raises(ValueError):
         NavierStokes2D(15)
+
+
+def test_kolmogorov_symmetries_map_solutions_to_solutions():
+    """Every map of the group commutes with the forced solver; a half-period y-shift alone does not."""
+    n = 16
+    ns = NavierStokes2D(n, dtype=torch.float64)
+    w0 = torch.stack([_smooth_field(n, seed=s) for s in range(2)])
+    perms, signs = kolmogorov_symmetries(n, x_shifts=(0, 3), half_periods=range(8))
+    assert len({tuple(p) for p in perms.tolist()}) == 32 and torch.equal(perms[0], torch.arange(n * n))
+    act = lambda w: (signs[:, None] * w.reshape(w.shape[0], -1)[:, perms]).reshape(-1, n, n)  # noqa: E731
+    solved_then_mapped = act(ns.solve(w0, 0.3))
+    mapped_then_solved = ns.solve(act(w0), 0.3)
+    err = (solved_then_mapped - mapped_then_solved).flatten(1).norm(dim=1) / solved_then_mapped.flatten(1).norm(dim=1)
+    assert float(err.max()) < 1e-10, float(err.max())
+    shifted = torch.roll(w0, n // 8, dims=1)  # y + h without the mirror and sign flip: not a symmetry
+    assert float((ns.solve(shifted, 0.3) - torch.roll(ns.solve(w0, 0.3), n // 8, dims=1)).norm()) > 0.1
+
+
+def test_kolmogorov_symmetries_form_the_whole_group():
+    n, k = 16, 4
+    perms, signs = kolmogorov_symmetries(n, k=k, x_shifts=range(n), half_periods=range(2 * k))
+    elems = {(tuple(p), float(s)) for p, s in zip(perms.tolist(), signs)}
+    assert len(elems) == 4 * k * n
+    g = torch.Generator().manual_seed(0)
+    for a, b in torch.randint(len(perms), (50, 2), generator=g).tolist():  # (g_a g_b w)[j] = s_a s_b w[p_b[p_a[j]]]
+        assert (tuple(perms[b][perms[a]].tolist()), float(signs[a] * signs[b])) in elems
+    one, one_s = kolmogorov_symmetry_maps(n, [5], [3], [1], k=k)
+    assert torch.equal(one[0], perms[(5 * 2 * k + 3) * 2 + 1]) and float(one_s[0]) == -1.0
+    with pytest.raises(ValueError, match="divisible"):
+        kolmogorov_symmetries(12, k=4)
 
 
 # -- observation operators ---------------------------------------------------------------------
@@ -166,6 +197,25 @@ def test_eki_fits_a_linear_problem_and_counts_work():
     res = float((op(r.samples) - y).norm(dim=1).mean())
     assert res < 0.05 * res0
     assert (r.nfe, r.n_forward, r.forward_rounds) == (0, 32 * 60, 60)
+
+
+def test_benchmark_metrics_by_hand():
+    """Per-particle and ensemble-mean relative L2, the fine-scale part, spread / error, and the oracle's error."""
+    from geoinv.bench._navier_stokes import FINE_K, _metrics
+
+    n = 64
+    g = 2 * math.pi * torch.arange(n, dtype=torch.float64) / n
+    t = (torch.cos(2 * g)[None, :] + 0.5 * torch.cos(20 * g)[None, :]).expand(n, n)     # ||t||^2 / n^2 = 1/2 + 1/8
+    a = 0.1 * torch.cos(3 * g)[:, None].expand(n, n)                                  # a coarse error, +-
+    b = 0.2 * torch.cos(18 * g)[:, None].expand(n, n)                                 # a fine one, shared
+    m = _metrics(torch.stack([t + a + b, t - a + b]).reshape(2, -1, 1), t.reshape(-1, 1))
+    # the mean is t + b: its error is all fine-scale, b^2 averages 0.02; a^2 averages 0.005
+    assert FINE_K == 16
+    assert m["rel_l2_mean"] == pytest.approx(math.sqrt(0.02 / 0.625)) and m["rel_l2_fine"] == pytest.approx(m["rel_l2_mean"])
+    assert m["rel_l2"] == pytest.approx(math.sqrt((0.005 + 0.02) / 0.625))            # both particles: coarse + fine
+    assert m["spread_skill"] == pytest.approx(math.sqrt(2 * 0.005) / math.sqrt(0.02))  # std over 2 = |d_coarse| sqrt 2
+    oracle = _metrics(torch.zeros(1, n * n, 1, dtype=torch.float64), t.reshape(-1, 1))["rel_l2_fine"]
+    assert oracle == pytest.approx(math.sqrt(0.125 / 0.625))                          # 0.5 cos(20 x) is finer than 16
 
 
 # -- scale-out -----------------------------------------------------------------------------------------

@@ -60,3 +60,21 @@ def test_coverage_and_spread_skill_calibrated_ensemble():
     narrow = 0.1 * samples
     assert metrics.spread_skill_ratio(narrow, truth).item() == pytest.approx(0.1, abs=0.01)
     assert metrics.interval_coverage(narrow, truth, 0.9).item() < 0.2
+
+
+def test_band_relative_l2_by_hand_and_parseval():
+    n = 16
+    g = 2 * math.pi * torch.arange(n, dtype=torch.float64) / n
+    ref = 3 * torch.cos(2 * g)[None, :].expand(n, n) + torch.sin(5 * g)[:, None].expand(n, n)   # k = (2, 0), (0, 5)
+    x = ref - 0.5 * torch.cos(2 * g)[None, :] + 2 * torch.cos(3 * g)[:, None] * torch.cos(6 * g)[None, :]
+    # error: -0.5 cos(2x) (band [0, 4)) and 2 cos(3y) cos(6x) (max(|k|) = 6: band [4, 8)); rms of a cosine = 1/sqrt 2,
+    # of a product of two cosines = 1/2; ||ref||^2 / n^2 = 9/2 + 1/2
+    out = metrics.band_relative_l2(x, ref, (0, 4, 8))
+    want = torch.tensor([0.5 / math.sqrt(2), 2 * 0.5, 0.0]) / math.sqrt(5.0)
+    assert torch.allclose(out, want.double(), atol=1e-12)
+    b = torch.randn(3, n, n, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    r = torch.randn(3, n, n, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    parts = metrics.band_relative_l2(b, r, (0, 3, 5, 8))
+    assert torch.allclose(parts.pow(2).sum(1).sqrt(), metrics.relative_l2(b, r), atol=1e-12)
+    with pytest.raises(ValueError, match="increasing"):
+        metrics.band_relative_l2(b, r, (4, 2))

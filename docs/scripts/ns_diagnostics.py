@@ -58,11 +58,20 @@ validation fields: the diffusion prior refines what the stationary Gaussian's MA
 of the published update (2); ``UPDATE`` ``published`` (default) or ``kalman`` (with covariance localization of
 radius ``RADIUS`` when > 0).
 
-``python docs/scripts/ns_diagnostics.py gnd [N] [LAM] [SAMPLE] [SIGMA_MAX] [PASSES] [NOISE] [CHAINS] [PRIOR]``:
+``python docs/scripts/ns_diagnostics.py gnd [N] [LAM] [SAMPLE] [SIGMA_MAX] [PASSES] [NOISE] [CHAINS] [PRIOR] [SYM]``:
 :func:`geoinv.fluids.gauss_newton_diffusion` (CHAINS chains, default 16, 40 steps) from the Gauss-Newton estimate on
 N validation fields: ensemble-mean and per-sample relative L2, spread / error; ``SAMPLE`` 0 takes the conditional's
 mode instead of a draw; ``PASSES`` > 1 re-linearizes at the previous mean; ``NOISE``: observation noise std
-(default 0); ``PRIOR``: a prior checkpoint path instead of the shipped prior.
+(default 0); ``PRIOR``: a prior checkpoint path instead of the shipped prior (``-``: the shipped one); ``SYM`` 1:
+the denoiser averaged over the benchmark's symmetries of the flow. Prints the ensemble mean's error at scales
+``max(|kx|, |ky|) >= 16`` (finer than the observation grid) too.
+
+``python docs/scripts/ns_diagnostics.py oracle [N]``: the relative L2 of an estimate that knows every mode the
+observation grid resolves and nothing finer (the truth's share beyond it), at 64 x 64 (``k < 16``) and at 128 x 128
+(the reference problem, ``k < 32``), N fresh fields each.
+
+``python docs/scripts/ns_diagnostics.py symmetry [N]``: denoising MSE of the shipped prior on N validation fields,
+plain and averaged over the Kolmogorov flow's symmetries (``geoinv.priors.SymmetrizedPrior``).
 
 ``python docs/scripts/ns_diagnostics.py resolution``: the same sensitivity at 64x64 and 128x128 (fresh
 GRF fields spun up 5 time units at each resolution; perturbations of 1 % and 10 %), to check that the
@@ -73,6 +82,7 @@ split (seed 0) nor the benchmark's test split (seed 1).
 """
 
 import json
+import math
 import sys
 import time
 
@@ -384,34 +394,81 @@ def floor(n: int = 2, resolution: int = 64, sigmas=(0.05, 0.001), fd_step: float
     return rows
 
 
-def gnd(n: int = 2, lam: float = 1.0, sample: bool = True, sigma_max: float = 0.1, passes: int = 1,
-        noise: float = 0.0, chains: int = 16, prior_path: str | None = None) -> list[dict]:
+def gnd(n: int = 2, lam: float = 1.0, sample: bool = True, sigma_max: float = 0.3, passes: int = 1,
+        noise: float = 0.0, chains: int = 16, prior_path: str | None = None, sym: bool = False) -> list[dict]:
     """:func:`geoinv.fluids.gauss_newton_diffusion` from the Gauss-Newton estimate on ``n`` validation fields.
 
     ``passes > 1``: re-linearize at the previous ensemble mean and run again. ``noise``: observation noise std
     (physical units; both methods then use it as their misfit scale). ``chains``: posterior samples;
-    ``prior_path``: a prior checkpoint instead of the shipped one (e.g. a longer training run).
+    ``prior_path``: a prior checkpoint instead of the shipped one (e.g. a longer training run); ``sym``: average
+    the denoiser over the benchmark's symmetries of the flow (``GND_SYMMETRIES``).
     """
     torch.set_num_threads(1)
-    from geoinv.bench._navier_stokes import _metrics
+    from geoinv.bench._navier_stokes import GND_SYMMETRIES, _metrics
     from geoinv.fluids import gauss_newton_diffusion, multiscale_gauss_newton
     from geoinv.io import load_prior, load_shipped_prior
+    from geoinv.operators import kolmogorov_symmetries
+    from geoinv.priors import SymmetrizedPrior
 
     prior = (load_prior(prior_path) if prior_path else load_shipped_prior("navier-stokes")).eval()
+    if sym:
+        prior = SymmetrizedPrior(prior, *kolmogorov_symmetries(64, **GND_SYMMETRIES))
     gauss, op, cases = _cases(n, noise)
     rows = []
     for i, xt, y in cases:
         x = multiscale_gauss_newton(y, op, gauss, progress=False).x
         row = {"field": i, "noise": noise, "lam": lam, "sample": sample, "sigma_max": sigma_max, "chains": chains,
+               "symmetrized": sym,
                "gn_rel_l2": round(float((x - xt).norm() / xt.norm()), 3), "passes": []}
         for _ in range(passes):
             r = gauss_newton_diffusion(y, op, gauss, prior, x, lam=lam, sample=sample, sigma_max=sigma_max,
                                        n_samples=chains, generator=torch.Generator().manual_seed(i), progress=False)
             x, m = r.mean[None], _metrics(r.samples, xt[0])
-            row["passes"].append({"rel_l2_mean": round(m["rel_l2_mean"], 3), "rel_l2_per_sample": round(m["rel_l2"], 3),
+            row["passes"].append({"rel_l2_mean": round(m["rel_l2_mean"], 3), "of_which_k_ge_16": round(m["rel_l2_fine"], 3),
+                                  "rel_l2_per_sample": round(m["rel_l2"], 3),
                                   "spread_skill": round(m["spread_skill"], 2), "seconds": round(r.seconds)})
         print(json.dumps(row), flush=True)
         rows.append(row)
+    return rows
+
+
+def oracle(n: int = 4) -> None:
+    """The error of an estimate that knows every mode the observation grid resolves and nothing finer, i.e. the
+    truth's share beyond it (relative L2): at 64 x 64 (32 x 32 observed: k < 16) and at 128 x 128 (the reference
+    problem, 64 x 64 observed: k < 32), on ``n`` fresh fields each (seed 2)."""
+    torch.set_num_threads(1)
+    from geoinv.fluids import generate
+    from geoinv.metrics import band_relative_l2
+
+    for res, k in ((64, 16), (128, 32)):
+        w = generate(n, res, seed=2).double()
+        fine = band_relative_l2(torch.zeros_like(w), w, (0, k))[:, 1]
+        print(json.dumps({"resolution": res, "observed_band": f"k < {k}", "oracle_rel_l2": [round(float(v), 3) for v in fine],
+                          "mean": round(float(fine.mean()), 3)}), flush=True)
+
+
+def symmetry(n: int = 32, sigmas=(0.02, 0.05, 0.1, 0.3, 1.0)) -> list[dict]:
+    """Denoising MSE of the shipped prior on ``n`` validation fields, plain and averaged over the flow's symmetries
+    (:class:`geoinv.priors.SymmetrizedPrior`: the 4 maps of the benchmark, and with x-shifts 0, 2, 4, 6)."""
+    torch.set_num_threads(1)
+    from geoinv.fluids import SCALE
+    from geoinv.io import load_shipped_prior
+    from geoinv.operators import kolmogorov_symmetries
+    from geoinv.priors import SymmetrizedPrior
+
+    prior = load_shipped_prior("navier-stokes").eval()
+    x = (validation_fields(n) / SCALE).reshape(n, -1, 1)
+    eps = torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
+    variants = {"plain": prior, "4 maps": SymmetrizedPrior(prior, *kolmogorov_symmetries(64)),
+                "4 maps x 4 shifts": SymmetrizedPrior(prior, *kolmogorov_symmetries(64, x_shifts=(0, 2, 4, 6)))}
+    rows = []
+    with torch.no_grad():
+        for sig in sigmas:
+            mse = {k: float((p.denoise(x + sig * eps, sig) - x).pow(2).mean()) for k, p in variants.items()}
+            row = {"sigma": sig, **{k: round(v, 6) for k, v in mse.items()},
+                   **{f"gain {k} [dB]": round(10 * math.log10(mse["plain"] / v), 3) for k, v in mse.items() if k != "plain"}}
+            print(json.dumps(row), flush=True)
+            rows.append(row)
     return rows
 
 
@@ -547,14 +604,19 @@ if __name__ == "__main__":
         its = [int(v) for v in args[1].split(",")] if len(args) > 1 else [2]
         gauss_newton(int(args[0]) if args else 2, its[0] if len(its) == 1 else tuple(its),
                      *[float(v) for v in args[2:4]])
-    elif cmd == "gnd":  # gnd [N] [LAM] [SAMPLE 0/1] [SIGMA_MAX] [PASSES] [NOISE] [CHAINS] [PRIOR]
-        conv = (int, float, lambda v: v != "0", float, int, float, int, str)
+    elif cmd == "gnd":  # gnd [N] [LAM] [SAMPLE 0/1] [SIGMA_MAX] [PASSES] [NOISE] [CHAINS] [PRIOR or -] [SYM 0/1]
+        conv = (int, float, lambda v: v != "0", float, int, float, int, lambda v: None if v == "-" else v,
+                lambda v: v != "0")
         gnd(*[c(v) for c, v in zip(conv, args)])
     elif cmd == "floor":  # floor [N] [RESOLUTION] [SIGMAS, comma-separated]
         floor(*[int(v) for v in args[:2]], *([tuple(float(v) for v in args[2].split(","))] if len(args) > 2 else []))
     elif cmd == "warm":  # warm [N] [SIGMA_MAX] [J] [STEPS] [SCALE] [UPDATE] [RADIUS]
         conv = (int, float, int, int, float, str, float)
         warm(*[c(v) for c, v in zip(conv, args)])
+    elif cmd == "oracle":  # oracle [N]
+        oracle(*[int(v) for v in args[:1]])
+    elif cmd == "symmetry":  # symmetry [N]
+        symmetry(*[int(v) for v in args[:1]])
     elif cmd == "resolution":
         resolution()
     elif cmd == "var":  # var [N] [ITERS] [SIGMA] [START] [SCALES]

@@ -17,6 +17,7 @@ __all__ = [
     "mse",
     "psnr",
     "relative_l2",
+    "band_relative_l2",
     "area_weighted_rmse",
     "ssim",
     "crps_ensemble",
@@ -62,6 +63,39 @@ def relative_l2(x, ref, batched: bool = True) -> torch.Tensor:
     if batched and x.dim() > 1:
         return (x - ref).flatten(1).norm(dim=1) / ref.flatten(1).norm(dim=1)
     return (x - ref).norm() / ref.norm()
+
+
+def band_relative_l2(x, ref, edges) -> torch.Tensor:
+    r"""Relative L2 error of fields on a periodic square grid, split by wavenumber band.
+
+    Band ``i`` holds the Fourier modes with :math:`e_i \le \max(|k_x|, |k_y|) < e_{i+1}` (``edges`` in
+    integer wavenumbers, increasing; the last band is open-ended, e.g. ``(0, 16)``: the modes a grid of half the
+    size resolves, and the rest). Each entry is :math:`\lVert P_i(x - \mathrm{ref})\rVert / \lVert \mathrm{ref}\rVert`,
+    so the squares of a partition starting at 0 add up to the squared :func:`relative_l2` (Parseval).
+
+    Parameters
+    ----------
+    x, ref : Tensor, shape (B, n, n) or (n, n)
+    edges : sequence of int
+
+    Returns
+    -------
+    Tensor, shape (B, len(edges)) or (len(edges),)
+    """
+    x, ref = _pair(x, ref)
+    if x.dim() not in (2, 3) or x.shape[-1] != x.shape[-2]:
+        raise ShapeError(f"fields must be (B, n, n) or (n, n) on a square periodic grid, got {tuple(x.shape)}")
+    e = [float(v) for v in edges]
+    if not e or any(b <= a for a, b in zip(e, e[1:])):
+        raise ValueError(f"edges must be a non-empty increasing sequence of wavenumbers, got {list(edges)}")
+    n = x.shape[-1]
+    k = torch.fft.fftfreq(n, 1 / n, dtype=torch.float64).abs()
+    kmax = torch.maximum(k[:, None], k[None, :])
+    err = torch.fft.fft2(x - ref).abs() ** 2
+    masks = torch.stack([(kmax >= a) & (kmax < b) for a, b in zip(e, e[1:] + [math.inf])])   # (nb, n, n)
+    band = (err[..., None, :, :] * masks).sum((-2, -1))
+    total = (torch.fft.fft2(ref).abs() ** 2).sum((-2, -1))
+    return (band / total[..., None]).sqrt()
 
 
 def area_weighted_rmse(x, ref, weights, batched: bool = True) -> torch.Tensor:
