@@ -93,11 +93,11 @@ NOISE_LEVELS = (0.0, 1.0, 2.0)
 #: iterations of the exact-gradient variational reference (Adam, from the training mean), noise 0 only
 VAR_ITERS = (300, 30)
 #: multiscale Gauss-Newton (geoinv.fluids.multiscale_gauss_newton): Levenberg-Marquardt steps per stage (full:
-#: None = DEFAULT_ITERS; quick) and the noise levels it runs at (about 5 min per field on one thread: noise 0 only, to
-#: keep one run under an hour)
+#: None = DEFAULT_ITERS; quick) and the noise levels it runs at (all: 1.5-2.5 min per field on 2 threads, with the
+#: diffusion sampler from it about 3-5 min per field and noise level)
 GN_ITERS = (None, 1)
 GN_QUICK_STAGES = ((3, 1.0), (8, 4.0), (21, 0.0))
-GN_NOISE = (0.0,)
+GN_NOISE = NOISE_LEVELS
 GN_NAME = "Gauss-Newton (derivative-free)"
 #: EnKG warm-started from the Gauss-Newton estimate (x_start, SDEdit): its largest noise level (normalized units,
 #: about the estimate's error std; validation fields 2, 3 of seed 2: 0.2 / 0.1 / 0.05 gave 0.154 / 0.147 / 0.152 and
@@ -265,6 +265,8 @@ def run(*, quick: bool = False, n_test: int | None = None, seed: int = 0, progre
             ("forward_rounds", "sequential forward rounds", ".0f"), ("n_forward", "forward evals", ".0f"),
             ("nfe", "denoiser evals", ".0f"), ("seconds", "wall s / field", ".0f")]
     cfg = {name: s.config() for name, s, *_ in methods}
+    gn_where = ("" if set(noise_levels) <= set(GN_NOISE)
+                else f" (noise {', '.join(f'{v:g}' for v in GN_NOISE)} only, for time)")
     gnd_defaults = {k: v.default for k, v in inspect.signature(gauss_newton_diffusion).parameters.items()}
     md = (
         f"Recover the initial vorticity `w0` (64x64, normalized `x = w0 / 10`) of {n} held-out fields of "
@@ -280,7 +282,7 @@ def run(*, quick: bool = False, n_test: int | None = None, seed: int = 0, progre
         f"observation grid resolves) and none finer, so its error is the truth's fine-scale part; `its part at "
         f"k >= {FINE_K}` is the same restriction of each estimate's error (of the ensemble mean; squares add up: "
         f"coarse part^2 + fine part^2 = total^2). "
-        f"`{GN_NAME}` (noise {', '.join(f'{v:g}' for v in GN_NOISE)} only, for time): "
+        f"`{GN_NAME}`{gn_where}: "
         f"`geoinv.fluids.multiscale_gauss_newton`, "
         f"Levenberg-Marquardt with finite-difference Jacobians (one batched forward call of the black box per step) "
         f"in growing Fourier subspaces and a low-pass continuation of the residual, stationary Gaussian prior fitted "
@@ -295,7 +297,7 @@ def run(*, quick: bool = False, n_test: int | None = None, seed: int = 0, progre
         f"counted in its denoiser evals) and draw from the Gaussian conditional of the forward model "
         f"linearized at the estimate (Jacobian by finite differences: one batched call of 1,850 solves; the "
         f"Gauss-Newton's cost not included); J = its chains. "
-        f"Budgets were sized so that EnKG stays well under 10 min per field on 2 CPU cores (1 torch thread): far "
+        f"Budgets were sized (on 1 torch thread) so that EnKG stays well under 10 min per field on 2 CPU cores: far "
         f"fewer particles and steps than the reference (J = 2048, 80 steps, 142 forward rounds on an A100).\n\n"
         + markdown_table(rows, cols)
         + "\n\nSettings: " + "; ".join(f"`{k}`: " + ", ".join(f"{a}={v}" for a, v in c.items() if v is not None)
@@ -305,8 +307,9 @@ def run(*, quick: bool = False, n_test: int | None = None, seed: int = 0, progre
           "`training mean` (no skill); docs/fluids.md measures why T = 1 defeats the ensemble and gradient samplers "
           "on these budgets (a 10 % change of `w0` moves `w(T = 1)` by 39 %), why fitting the coarse scales first "
           "(the Gauss-Newton row) finds the basin, why the stationary Gaussian then caps the error near 0.2 and the "
-          "diffusion prior in the linearization goes below it, and where EnKG with covariance localization does "
-          "work (shorter horizons)."
+          "diffusion prior in the linearization goes below it, why noise makes the Gauss-Newton start too far from "
+          "the truth for the linearization to hold, and where EnKG with covariance localization does work (shorter "
+          "horizons)."
     )
     if img_dir is not None:
         md += "\n\n![Navier-Stokes](img/navier_stokes.png)"
