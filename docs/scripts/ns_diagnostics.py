@@ -451,6 +451,7 @@ def symmetry(n: int = 32, sigmas=(0.02, 0.05, 0.1, 0.3, 1.0)) -> list[dict]:
     """Denoising MSE of the shipped prior on ``n`` validation fields, plain and averaged over the flow's symmetries
     (:class:`geoinv.priors.SymmetrizedPrior`: the 4 maps of the benchmark, and with x-shifts 0, 2, 4, 6)."""
     torch.set_num_threads(1)
+    from geoinv.bench._navier_stokes import GND_SYMMETRIES
     from geoinv.fluids import SCALE
     from geoinv.io import load_shipped_prior
     from geoinv.operators import kolmogorov_symmetries
@@ -459,8 +460,9 @@ def symmetry(n: int = 32, sigmas=(0.02, 0.05, 0.1, 0.3, 1.0)) -> list[dict]:
     prior = load_shipped_prior("navier-stokes").eval()
     x = (validation_fields(n) / SCALE).reshape(n, -1, 1)
     eps = torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
-    variants = {"plain": prior, "4 maps": SymmetrizedPrior(prior, *kolmogorov_symmetries(64)),
-                "4 maps x 4 shifts": SymmetrizedPrior(prior, *kolmogorov_symmetries(64, x_shifts=(0, 2, 4, 6)))}
+    shifts = {**GND_SYMMETRIES, "x_shifts": (0, 2, 4, 6)}
+    variants = {"plain": prior, "4 maps": SymmetrizedPrior(prior, *kolmogorov_symmetries(64, **GND_SYMMETRIES)),
+                "4 maps x 4 shifts": SymmetrizedPrior(prior, *kolmogorov_symmetries(64, **shifts))}
     rows = []
     with torch.no_grad():
         for sig in sigmas:

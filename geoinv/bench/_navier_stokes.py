@@ -267,7 +267,7 @@ def run(*, quick: bool = False, n_test: int | None = None, seed: int = 0, progre
     cfg = {name: s.config() for name, s, *_ in methods}
     gn_where = ("" if set(noise_levels) <= set(GN_NOISE)
                 else f" (noise {', '.join(f'{v:g}' for v in GN_NOISE)} only, for time)")
-    gnd_defaults = {k: v.default for k, v in inspect.signature(gauss_newton_diffusion).parameters.items()}
+    gnd_sigma_max = inspect.signature(gauss_newton_diffusion).parameters["sigma_max"].default
     md = (
         f"Recover the initial vorticity `w0` (64x64, normalized `x = w0 / 10`) of {n} held-out fields of "
         f"`geoinv datasets navier-stokes` (test split, disjoint seed) from `w(T = 1)` sub-sampled 2x "
@@ -292,7 +292,7 @@ def run(*, quick: bool = False, n_test: int | None = None, seed: int = 0, progre
         f"diffusion prior refines the Gaussian MAP; its cost column does not include the Gauss-Newton's. "
         f"`{GND_NAME}`: `geoinv.fluids.gauss_newton_diffusion` from the Gauss-Newton estimate, "
         f"{GND_BUDGET[1 if quick else 0]['n_samples']} chains of {GND_BUDGET[1 if quick else 0]['num_steps']} steps "
-        f"from the estimate noised to `sigma_max = {gnd_defaults['sigma_max']}` "
+        f"from the estimate noised to `sigma_max = {gnd_sigma_max}` "
         f"that denoise with the diffusion prior (averaged over {gnd_prior.evals_per_call} symmetries of the flow, "
         f"counted in its denoiser evals) and draw from the Gaussian conditional of the forward model "
         f"linearized at the estimate (Jacobian by finite differences: one batched call of 1,850 solves; the "
