@@ -373,6 +373,41 @@ def test_gauss_newton_input_errors():
     assert torch.equal(a.x, b.x) and a.n_forward == b.n_forward
 
 
+def test_linearize_reproduces_a_linear_black_box_and_its_tangent_has_the_adjoint():
+    from geoinv.fluids import StationaryGaussian, linearize
+    from geoinv.operators import FunctionOperator, adjointness_error
+
+    g, op = _stationary(), _LinearGridObservation()
+    gen = torch.Generator().manual_seed(5)
+    xs = g.to_x(torch.randn(8, 8, generator=gen, dtype=torch.float64)).reshape(1, 64, 1)
+    x0 = xs.clone()
+    lin = linearize(op, g, xs, band=3)
+    assert torch.equal(xs, x0)
+    assert (lin.n_forward, lin.forward_rounds, lin.jac.shape, lin.noise_std) == (49, 1, (48, 16), 0.3)
+    # finite differences of a linear map are exact: in the band, the surrogate is the black box
+    dx = torch.einsum("kp,pij->kij", torch.randn(5, 48, generator=gen, dtype=torch.float64), lin.basis)
+    x = xs + dx.reshape(5, 64, 1)
+    assert lin(x).shape == op(x).shape
+    assert float((lin(x) - op(x)).abs().max()) < 1e-9 * float(op(x).abs().max())
+    # a mode outside the band (the Nyquist cosine) does not move it, though it moves the black box
+    nyq = torch.cos(math.pi * torch.arange(8, dtype=torch.float64)).expand(8, 8).reshape(1, 64, 1)
+    assert torch.allclose(lin(xs + nyq), lin(xs), atol=1e-12) and not torch.allclose(op(xs + nyq), op(xs))
+    # the linear part and its adjoint; autograd through the surrogate gives the same gradient
+    tangent = FunctionOperator(lin.tangent, differentiable=True, linear=True, adjoint=lin.tangent_adjoint)
+    assert adjointness_error(tangent, (3, 64, 1), generator=gen) < 1e-12
+    xg = x.clone().requires_grad_(True)
+    r = lin(xg) - op(x0)
+    (0.5 * r.pow(2).sum()).backward()
+    assert torch.allclose(xg.grad, lin.tangent_adjoint(r.detach()), atol=1e-10)
+    with pytest.raises(ShapeError, match="x_start"):
+        linearize(op, g, torch.zeros(1, 63, 1))
+    # a mode with a negligible (round-off) prior std is left out, one with a small real std is kept
+    for rel, p in ((1e-8, 48), (1e-3, 49)):
+        std = g.mode_std.clone()
+        std[0, 0] = rel * float(std.max())
+        assert linearize(op, StationaryGaussian(g.mean, std), xs, band=3).jac.shape[0] == p
+
+
 def test_gauss_newton_diffusion_samples_the_exact_linear_gaussian_posterior():
     # With the exact denoiser of a Gaussian prior and a linear black box the linearization is exact, and the
     # denoise / conditional-draw / re-noise chain must sample the closed-form posterior: mean and spread.

@@ -52,11 +52,13 @@ and 0.001), and that times the training mean's error, on N validation fields: th
 prior. ``RESOLUTION`` 128: the same at 128 x 128 (64 x 64 observed values), fresh fields. ``SIGMAS``: the misfit
 scales (e.g. ``1,2``: the benchmark's noise levels).
 
-``python docs/scripts/ns_diagnostics.py warm [N] [SIGMA_MAX] [J] [STEPS] [SCALE] [UPDATE] [RADIUS]``: EnKG warm-started
-from the Gauss-Newton estimate (``x_start``: the ensemble starts at ``estimate + SIGMA_MAX * eps``, SDEdit) on N
-validation fields: the diffusion prior refines what the stationary Gaussian's MAP leaves. ``SCALE``: guidance scale
-of the published update (2); ``UPDATE`` ``published`` (default) or ``kalman`` (with covariance localization of
-radius ``RADIUS`` when > 0).
+``python docs/scripts/ns_diagnostics.py warm [N] [SIGMA_MAX] [J] [STEPS] [SCALE] [UPDATE] [RADIUS] [LINEARIZED]
+[INFLATION] [ODE]``: EnKG warm-started from the Gauss-Newton estimate (``x_start``: the ensemble starts at
+``estimate + SIGMA_MAX * eps``, SDEdit) on N validation fields: the diffusion prior refines what the stationary
+Gaussian's MAP leaves. ``SCALE``: guidance scale of the published update (2); ``UPDATE`` ``published`` (default) or
+``kalman`` (inflation ``INFLATION``, default 100, with covariance localization of radius ``RADIUS`` when > 0);
+``LINEARIZED`` 1: EnKG on the black box linearized at the estimate (the forward model of ``gnd``); ``ODE``: EnKG's
+``max_ode_steps`` (2; 1 = Tweedie).
 
 ``python docs/scripts/ns_diagnostics.py gnd [N] [LAM] [SAMPLE] [SIGMA_MAX] [PASSES] [NOISE] [CHAINS] [PRIOR] [SYM]``:
 :func:`geoinv.fluids.gauss_newton_diffusion` (CHAINS chains, default 16, 40 steps) from the Gauss-Newton estimate on
@@ -313,33 +315,39 @@ def gauss_newton(n: int = 2, iters=2, fd_step: float = 0.1, sigma: float = 0.05)
 
 
 def warm(n: int = 2, sigma_max: float = 0.1, j: int = 64, steps: int = 24, scale: float = 2.0,
-         update: str = "published", radius: float = 0.0, iters=None) -> list[dict]:
+         update: str = "published", radius: float = 0.0, linearized: bool = False, inflation: float = 100.0,
+         ode_steps: int = 2, iters=None) -> list[dict]:
     """EnKG warm-started (``x_start``) from :func:`geoinv.fluids.multiscale_gauss_newton` at ``sigma_max``, noise 0.
 
-    ``update="kalman"``: the Kalman option (``inflation = SCALE**2``, stochastic steps, ``guidance_scale = 1``),
-    with covariance localization of radius ``radius`` when > 0.
+    ``update="kalman"``: the Kalman option (``inflation``, default ``SCALE**2``, stochastic steps,
+    ``guidance_scale = 1``), with covariance localization of radius ``radius`` when > 0. ``linearized``: EnKG runs on
+    the black box linearized at the estimate (:func:`geoinv.fluids.linearize`, 1,850 solves; the forward model of
+    :func:`geoinv.fluids.gauss_newton_diffusion`), so that only EnKG's update, not the forward model's nonlinearity,
+    separates the two.
     """
     torch.set_num_threads(1)
     from geoinv.bench._navier_stokes import _metrics
-    from geoinv.fluids import SCALE, multiscale_gauss_newton
+    from geoinv.fluids import linearize, multiscale_gauss_newton
     from geoinv.io import load_shipped_prior
     from geoinv.samplers import EnKG
 
     prior = load_shipped_prior("navier-stokes").eval()
     gauss, op, cases = _cases(n)
-    kw = (dict(update="kalman", guidance_scale=1.0, inflation=SCALE**2, stochastic=True,
+    kw = (dict(update="kalman", guidance_scale=1.0, inflation=inflation, stochastic=True,
                localization=op.localization(radius) if radius else None) if update == "kalman"
           else dict(guidance_scale=scale))
-    sampler = EnKG(num_steps=steps, num_updates=1, max_ode_steps=2, sigma_max=sigma_max, **kw)
+    sampler = EnKG(num_steps=steps, num_updates=1, max_ode_steps=ode_steps, sigma_max=sigma_max, **kw)
     rows = []
     for i, xt, y in cases:
         gn = multiscale_gauss_newton(y, op, gauss, iters=iters, progress=False)
         t0 = time.perf_counter()
-        res = sampler(y, op, prior, n_samples=j, generator=torch.Generator().manual_seed(i), x_start=gn.x)
+        model = linearize(op, gauss, gn.x) if linearized else op
+        res = sampler(y, model, prior, n_samples=j, generator=torch.Generator().manual_seed(i), x_start=gn.x)
         with torch.no_grad():
             mis = float((op(res.mean.reshape(xt.shape)) - y).norm() / y.norm())
         row = {"field": i, "sigma_max": sigma_max, "J": j, "steps": steps, "guidance_scale": scale, "update": update,
-               "radius": radius,
+               "radius": radius, "linearized": linearized, "inflation": inflation if update == "kalman" else None,
+               "ode_steps": ode_steps,
                "gn_rel_l2": round(float((gn.x - xt).norm() / xt.norm()), 3),
                **{a: round(b, 3) for a, b in _metrics(res.samples, xt[0]).items()}, "rel_misfit": round(mis, 4),
                "seconds": round(time.perf_counter() - t0)}
@@ -361,7 +369,7 @@ def floor(n: int = 2, resolution: int = 64, sigmas=(0.05, 0.001), fd_step: float
     """
     torch.set_num_threads(1)
     from geoinv.bench._navier_stokes import BENCH_CFL, make_operator
-    from geoinv.fluids import SCALE, StationaryGaussian, fourier_basis, generate, load_fields
+    from geoinv.fluids import SCALE, StationaryGaussian, generate, linearize, load_fields
     from geoinv.operators import NavierStokes2D, NavierStokesObservation
 
     if resolution == 64:
@@ -371,22 +379,16 @@ def floor(n: int = 2, resolution: int = 64, sigmas=(0.05, 0.001), fd_step: float
         tr, ws = generate(64, resolution, seed=0, solver=solver), generate(n, resolution, seed=2, solver=solver)
         op = NavierStokesObservation(resolution, solver=solver)
     gauss = StationaryGaussian.fit(tr.double() / SCALE)
-    b = fourier_basis(resolution, resolution // 3)
-    dx = gauss.apply_sqrt(b)
-    s2 = (dx * b).sum((1, 2)) ** 2                           # prior variance of each basis mode
     rows = []
     for i, w in enumerate(ws):
         xt = (w / SCALE).double()
-        with torch.no_grad():
-            y0 = op(xt.reshape(1, -1, 1)).double().reshape(1, -1)
-            ys = torch.cat([op((xt + fd_step * c).reshape(-1, resolution**2, 1)).double().reshape(c.shape[0], -1)
-                            for c in dx.split(256)])
-        jac = (ys - y0) / fd_step                               # (p, M): dy / dxi_i
+        lin = linearize(op, gauss, xt.reshape(1, -1, 1), fd_step=fd_step)
+        jac, s2 = lin.jac, lin.mode_std**2                      # (p, M): dy / dxi_i; prior variance of each mode
         for sig in sigmas:
             post = torch.linalg.inv(torch.eye(jac.shape[0], dtype=jac.dtype) + jac @ jac.T / sig**2)
             left = float((s2 * post.diagonal()).sum().sqrt() / s2.sum().sqrt())    # posterior / prior rms error
             mean_err = float((xt - gauss.mean).norm() / xt.norm())
-            row = {"resolution": resolution, "field": i, "sigma": sig, "modes": b.shape[0], "observed": y0.shape[1],
+            row = {"resolution": resolution, "field": i, "sigma": sig, "modes": jac.shape[0], "observed": jac.shape[1],
                    "posterior_over_prior_rms": round(left, 3), "training_mean_rel_l2": round(mean_err, 3),
                    "floor_rel_l2": round(left * mean_err, 3)}
             print(json.dumps(row), flush=True)
@@ -612,8 +614,8 @@ if __name__ == "__main__":
         gnd(*[c(v) for c, v in zip(conv, args)])
     elif cmd == "floor":  # floor [N] [RESOLUTION] [SIGMAS, comma-separated]
         floor(*[int(v) for v in args[:2]], *([tuple(float(v) for v in args[2].split(","))] if len(args) > 2 else []))
-    elif cmd == "warm":  # warm [N] [SIGMA_MAX] [J] [STEPS] [SCALE] [UPDATE] [RADIUS]
-        conv = (int, float, int, int, float, str, float)
+    elif cmd == "warm":  # warm [N] [SIGMA_MAX] [J] [STEPS] [SCALE] [UPDATE] [RADIUS] [LINEARIZED 0/1] [INFLATION] [ODE]
+        conv = (int, float, int, int, float, str, float, lambda v: v != "0", float, int)
         warm(*[c(v) for c, v in zip(conv, args)])
     elif cmd == "oracle":  # oracle [N]
         oracle(*[int(v) for v in args[:1]])

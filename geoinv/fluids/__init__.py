@@ -8,6 +8,9 @@
 * :func:`multiscale_gauss_newton` with :class:`StationaryGaussian`: derivative-free MAP by
   Levenberg-Marquardt in growing Fourier subspaces with a scale continuation (finite-difference
   Jacobians, one batched forward call per step); the best estimator of this task on a CPU budget.
+* :func:`linearize`: a black box linearized at a field by finite differences along the whitened Fourier
+  modes (one batched call), as a cheap differentiable :class:`Linearization` operator any sampler can run on;
+  :func:`gauss_newton_diffusion` samples the diffusion posterior in it exactly.
 * :class:`DaskOperator`: map an ensemble's forward evaluations over a dask.distributed client.
 * :class:`EKI`: ensemble Kalman inversion (no diffusion prior), sharing EnKG's update.
 
@@ -17,14 +20,14 @@ observations ``y`` are in physical vorticity units.
 
 from geoinv.fluids._data import SCALE, default_dir, generate, generate_splits, grid_signal, load_fields
 from geoinv.fluids._grf import GRFEnsemble, grf_torus
-from geoinv.fluids._gauss_newton import (DEFAULT_ITERS, DEFAULT_STAGES, GaussNewtonResult, StationaryGaussian,
-                                         fourier_basis, gauss_newton_diffusion, lowpass, multiscale_gauss_newton,
-                                         stage_misfit_scale)
+from geoinv.fluids._gauss_newton import (DEFAULT_ITERS, DEFAULT_STAGES, GaussNewtonResult, Linearization,
+                                         StationaryGaussian, fourier_basis, gauss_newton_diffusion, linearize, lowpass,
+                                         multiscale_gauss_newton, stage_misfit_scale)
 
 __all__ = ["generate", "generate_splits", "load_fields", "grid_signal", "default_dir", "grf_torus", "GRFEnsemble", "SCALE",
            "StationaryGaussian", "multiscale_gauss_newton", "GaussNewtonResult", "fourier_basis", "lowpass",
-           "gauss_newton_diffusion", "stage_misfit_scale", "DEFAULT_STAGES", "DEFAULT_ITERS", "DaskOperator",
-           "EKI"]
+           "gauss_newton_diffusion", "linearize", "Linearization", "stage_misfit_scale", "DEFAULT_STAGES",
+           "DEFAULT_ITERS", "DaskOperator", "EKI"]
 
 
 def __getattr__(name):

@@ -33,9 +33,11 @@ import torch
 from tqdm.auto import tqdm
 
 from geoinv.errors import ShapeError
+from geoinv.operators import Operator
 
 __all__ = ["StationaryGaussian", "fourier_basis", "lowpass", "multiscale_gauss_newton", "GaussNewtonResult",
-           "gauss_newton_diffusion", "stage_misfit_scale", "DEFAULT_STAGES", "DEFAULT_ITERS"]
+           "gauss_newton_diffusion", "linearize", "Linearization", "stage_misfit_scale", "DEFAULT_STAGES",
+           "DEFAULT_ITERS"]
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +48,10 @@ DEFAULT_STAGES = ((3, 1.0), (4, 2.0), (6, 3.0), (8, 4.0), (12, 6.0), (16, 8.0), 
 #: is chosen, few where it is dear (validation fields 0-3, seed 2: mean rel. L2 0.240 vs 0.417 with 2 steps per stage
 #: at the same cost).
 DEFAULT_ITERS = (8, 8, 6, 4, 3, 2, 2, 1)
+#: Modes whose prior std is below this fraction of the largest are left out of a linearization: they carry no
+#: information, and their finite differences (a step of ``fd_step`` such stds) are the black box's round-off. The
+#: constant mode of zero-mean vorticity has 3e-8 of the largest std on the Navier-Stokes training fields.
+NEGLIGIBLE_STD = 1e-6
 #: Smallest default misfit scale (units of ``y``): noise-free data are fitted to this, not to float32 round-off.
 MISFIT_FLOOR = 0.05
 
@@ -209,13 +215,16 @@ def _misfit_scale(sigma, operator) -> float:
 
 
 def _counted(operator, n: int, chunk: int, counts: dict):
-    """``fwd(xs)``: the black box on fields (B, n, n) -> (B, M) float64 in one sequential round, counted."""
+    """``fwd(xs)``: the black box on fields (B, n, n) -> (B, M) float64 in one sequential round, counted (and the
+    black box's output shape per field in ``counts["out_shape"]``)."""
 
     @torch.no_grad()
     def fwd(xs):
         counts["n"] += xs.shape[0]
         counts["rounds"] += 1
-        return torch.cat([operator(c.reshape(-1, n * n, 1)).double().reshape(c.shape[0], -1) for c in xs.split(chunk)])
+        outs = [operator(c.reshape(-1, n * n, 1)) for c in xs.split(chunk)]
+        counts["out_shape"] = tuple(outs[0].shape[1:])
+        return torch.cat([o.double().reshape(o.shape[0], -1) for o in outs])
 
     return fwd
 
@@ -301,6 +310,111 @@ def multiscale_gauss_newton(y: torch.Tensor, operator, prior: StationaryGaussian
                              time.perf_counter() - t0, trace)
 
 
+class Linearization(Operator):
+    r"""A black-box forward model linearized at a field: :math:`A(x) \approx A(x_s) + J\,\xi(x - x_s)`.
+
+    Built by :func:`linearize`. ``J`` (``jac``, (p, M)) holds the derivatives of the ``M`` outputs along the ``p``
+    whitened Fourier modes of a band (``basis`` (p, n, n), orthonormal, with prior stds ``mode_std`` (p,)):
+    :math:`\xi_i(v) = \langle v - m, b_i\rangle / s_i` are the coordinates of a field in those modes, and what lies
+    outside the band does not move the output (the de-aliased solver discards it). Calling it evaluates the affine
+    model for a batch (B, n * n, 1) -> (B, ...) (the black box's output shape), cheaply and differentiably, so any
+    sampler can run on it; ``tangent`` / ``tangent_adjoint`` are its linear part and that part's adjoint.
+
+    Attributes
+    ----------
+    x_start : Tensor, shape (n, n), float64
+    y_start : Tensor, shape (M,), float64
+        ``A(x_start)``.
+    jac : Tensor, shape (p, M), float64
+    basis : Tensor, shape (p, n, n), float64
+    mode_std : Tensor, shape (p,), float64
+    mean : Tensor, shape (n, n), float64
+        The stationary Gaussian's mean (origin of the coordinates).
+    out_shape : tuple
+        The black box's output shape per field.
+    n_forward, forward_rounds : int
+        Black-box evaluations spent (``p + 1`` in one round).
+    noise_std : float
+        The black box's.
+    """
+
+    linear = False
+
+    def __init__(self, x_start, y_start, jac, basis, mode_std, mean, out_shape, n_forward, forward_rounds,
+                 noise_std=0.0):
+        self.x_start, self.y_start, self.jac, self.basis, self.mode_std, self.mean = (
+            x_start, y_start, jac, basis, mode_std, mean)
+        self.out_shape, self.n_forward, self.forward_rounds = tuple(out_shape), n_forward, forward_rounds
+        self.noise_std = float(noise_std)
+        self.n = x_start.shape[-1]
+        self.xi_start = self.coef(x_start[None])[0]
+
+    def _whiten(self, v: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("kij,pij->kp", v, self.basis) / self.mode_std
+
+    def coef(self, v: torch.Tensor) -> torch.Tensor:
+        r"""Whitened band coordinates :math:`\xi` of fields (K, n, n) -> (K, p)."""
+        return self._whiten(v - self.mean)
+
+    def tangent(self, dx: torch.Tensor) -> torch.Tensor:
+        """The linear part: field increments (B, n * n, 1) -> output increments (B, M)."""
+        return self._whiten(dx.to(self.jac.dtype).reshape(-1, self.n, self.n)) @ self.jac
+
+    def tangent_adjoint(self, r: torch.Tensor) -> torch.Tensor:
+        """Adjoint of :meth:`tangent`: (B, M) -> (B, n * n, 1)."""
+        c = r.to(self.jac.dtype).reshape(r.shape[0], -1) @ self.jac.T / self.mode_std
+        return torch.einsum("kp,pij->kij", c, self.basis).reshape(r.shape[0], self.n * self.n, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dx = x.to(self.jac.dtype).reshape(-1, self.n, self.n) - self.x_start
+        return (self.y_start + self.tangent(dx)).reshape(x.shape[0], *self.out_shape)
+
+
+def linearize(operator, gauss: StationaryGaussian, x: torch.Tensor, *, band: int | None = None, fd_step: float = 0.1,
+              chunk: int = 256) -> Linearization:
+    """Linearize a black box at ``x`` by one-sided finite differences along the whitened Fourier modes.
+
+    ``p + 1`` forward evaluations (``p <= (2 band + 1)^2``: the band's modes whose prior std is not negligible,
+    ``NEGLIGIBLE_STD`` of the largest; the constant mode of a zero-mean field is left out) in **one**
+    sequential round, no gradients: the Jacobian of :func:`gauss_newton_diffusion` and of the floor diagnostic.
+
+    Parameters
+    ----------
+    operator : Operator
+        Black box (B, n * n, 1) -> (B, ...) (only called, under ``torch.no_grad``).
+    gauss : StationaryGaussian
+        Whitening (mode stds) and origin of the coordinates.
+    x : Tensor, shape (1, n * n, 1)
+        Linearization point; not modified.
+    band : int, optional
+        Half-width of the Fourier band; default ``n // 3`` (the 2/3-de-aliased band).
+    fd_step : float
+        Difference step in prior stds (0.1 keeps float32 solvers accurate).
+    chunk : int
+        Largest batch passed to the black box at once.
+
+    Returns
+    -------
+    Linearization
+    """
+    n = gauss.n
+    if x.shape != (1, n * n, 1) or not torch.isfinite(x).all():
+        raise ShapeError(f"the linearization point (x_start) must be a finite (1, {n * n}, 1) field, got "
+                         f"{tuple(x.shape)}")
+    dev = x.device
+    gauss = gauss.to(dev)
+    b = fourier_basis(n, n // 3 if band is None else band).to(dev)                     # (p, n, n)
+    dx = gauss.apply_sqrt(b)
+    s = (dx * b).sum((1, 2))                                                            # mode std of each row
+    keep = s > NEGLIGIBLE_STD * float(s.max())                                        # e.g. the mean mode
+    b, dx, s = b[keep], dx[keep], s[keep]
+    counts = {"n": 0, "rounds": 0}
+    xs = x.detach().to(dev, torch.float64).reshape(n, n)
+    ys = _counted(operator, n, chunk, counts)(torch.cat([xs[None], xs[None] + fd_step * dx]))
+    return Linearization(xs, ys[0], (ys[1:] - ys[:1]) / fd_step, b, s, gauss.mean, counts["out_shape"], counts["n"],
+                         counts["rounds"], getattr(operator, "noise_std", 0.0) or 0.0)
+
+
 def gauss_newton_diffusion(y: torch.Tensor, operator, gauss: StationaryGaussian, prior, x_start: torch.Tensor, *,
                            n_samples: int = 16, sigma_max: float = 0.3, num_steps: int = 40, lam: float = 1.0,
                            sigma: float | None = None, band: int | None = None, fd_step: float = 0.1,
@@ -371,28 +485,16 @@ def gauss_newton_diffusion(y: torch.Tensor, operator, gauss: StationaryGaussian,
 
     n = gauss.n
     y, _ = _measurement(y, operator, n)
-    if x_start.shape != (1, n * n, 1) or not torch.isfinite(x_start).all():
-        raise ShapeError(f"x_start must be a finite (1, {n * n}, 1) field, got {tuple(x_start.shape)}")
     if n_samples < 1 or num_steps < 1 or not lam > 0 or not 0 < sigma_min < sigma_max:
         raise ValueError(f"need n_samples >= 1, num_steps >= 1, lam > 0 and 0 < sigma_min < sigma_max; got {n_samples}, "
                          f"{num_steps}, {lam}, {sigma_min}, {sigma_max}")
     sigma = _misfit_scale(sigma, operator)
-    dev = y.device
-    gauss = gauss.to(dev)
-    b = fourier_basis(n, n // 3 if band is None else band).to(dev)                     # (p, n, n)
-    dx = gauss.apply_sqrt(b)
-    s = (dx * b).sum((1, 2))                                                            # mode std of each row
-    keep = s > 1e-12 * float(s.max())                                                   # the mean mode has none
-    b, dx, s = b[keep], dx[keep], s[keep]
-    counts = {"n": 0, "rounds": 0}
     t0 = time.perf_counter()
-    xs = x_start.detach().to(dev, torch.float64).reshape(n, n)
-    ys = _counted(operator, n, chunk, counts)(torch.cat([xs[None], xs[None] + fd_step * dx]))
-    jac = (ys[1:] - ys[:1]) / fd_step                                                   # (p, M): dA / dxi_i
+    lin = linearize(operator, gauss, x_start, band=band, fd_step=fd_step, chunk=chunk)
+    jac, b, s = lin.jac, lin.basis, lin.mode_std
     hess = jac @ jac.T / sigma**2
-    coef = lambda v: torch.einsum("kij,pij->kp", v - gauss.mean, b) / s                 # noqa: E731  (K, p)
-    c_s = coef(xs[None])[0]
-    data = hess @ c_s - jac @ (ys[0] - y[0]) / sigma**2
+    data = hess @ lin.xi_start - jac @ (lin.y_start - y[0]) / sigma**2
+    dev, xs = y.device, lin.x_start
     sig = karras_sigmas(num_steps, sigma_min, sigma_max, 7.0)
     dt = _call_dtype(prior)
     x = xs + sigma_max * torch.randn((n_samples, n, n), generator=generator, dtype=torch.float64, device=dev)
@@ -402,7 +504,7 @@ def gauss_newton_diffusion(y: torch.Tensor, operator, gauss: StationaryGaussian,
             den = prior.denoise(x.reshape(n_samples, n * n, 1).to(dt), sig[i]).double().reshape(n_samples, n, n)
             nfe += n_samples * getattr(prior, "evals_per_call", 1)
             w = s * s / (lam * sig[i]) ** 2
-            c_den = coef(den)
+            c_den = lin.coef(den)
             chol = torch.linalg.cholesky(hess + torch.diag(w))
             c = torch.cholesky_solve((data[None] + w * c_den).T, chol).T                        # (K, p): the mode
             if sample:  # a draw of the Gaussian conditional, covariance (hess + diag(w))^(-1)
@@ -412,7 +514,7 @@ def gauss_newton_diffusion(y: torch.Tensor, operator, gauss: StationaryGaussian,
             x = x0 + sig[i + 1] * torch.randn(x0.shape, generator=generator, dtype=torch.float64, device=dev)
     samples = x0.reshape(n_samples, n * n, 1)
     return SampleResult(samples=samples, mean=samples.mean(0), std=samples.std(0) if n_samples > 1 else None,
-                        nfe=nfe, n_forward=counts["n"], forward_rounds=counts["rounds"],
+                        nfe=nfe, n_forward=lin.n_forward, forward_rounds=lin.forward_rounds,
                         seconds=time.perf_counter() - t0, method="gauss-newton-diffusion",
                         info={"sigma_max": sigma_max, "num_steps": num_steps, "lam": lam, "sigma": sigma,
                               "sample": sample, "modes": int(b.shape[0])})
