@@ -186,7 +186,7 @@ def resolution(sizes=(64, 128), eps=(0.01, 0.1)) -> list[dict]:
 def main(n: int = 1, sizes=(32, 128, 512)) -> list[dict]:
     torch.set_num_threads(1)
     from geoinv.bench._navier_stokes import _metrics, make_methods, make_operator
-    from geoinv.fluids import SCALE, load_fields
+    from geoinv.fluids import SCALE
     from geoinv.io import load_shipped_prior
 
     prior = load_shipped_prior("navier-stokes").eval()
