@@ -319,9 +319,9 @@ def warm(n: int = 2, sigma_max: float = 0.1, j: int = 64, steps: int = 24, scale
          ode_steps: int = 2, iters=None) -> list[dict]:
     """EnKG warm-started (``x_start``) from :func:`geoinv.fluids.multiscale_gauss_newton` at ``sigma_max``, noise 0.
 
-    ``update="kalman"``: the Kalman option (``inflation``, default ``SCALE**2``, stochastic steps,
+    ``update="kalman"``: the Kalman option (``inflation``, default 100 = ``SCALE**2``, stochastic steps,
     ``guidance_scale = 1``), with covariance localization of radius ``radius`` when > 0. ``linearized``: EnKG runs on
-    the black box linearized at the estimate (:func:`geoinv.fluids.linearize`, 1,850 solves; the forward model of
+    the black box linearized at the estimate (:func:`geoinv.fluids.linearize`, 1,849 solves; the forward model of
     :func:`geoinv.fluids.gauss_newton_diffusion`), so that only EnKG's update, not the forward model's nonlinearity,
     separates the two.
     """

@@ -490,7 +490,7 @@ def gauss_newton_diffusion(y: torch.Tensor, operator, gauss: StationaryGaussian,
                          f"{num_steps}, {lam}, {sigma_min}, {sigma_max}")
     sigma = _misfit_scale(sigma, operator)
     t0 = time.perf_counter()
-    lin = linearize(operator, gauss, x_start, band=band, fd_step=fd_step, chunk=chunk)
+    lin = linearize(operator, gauss, x_start.to(y.device), band=band, fd_step=fd_step, chunk=chunk)
     jac, b, s = lin.jac, lin.basis, lin.mode_std
     hess = jac @ jac.T / sigma**2
     data = hess @ lin.xi_start - jac @ (lin.y_start - y[0]) / sigma**2
