@@ -337,6 +337,14 @@ def test_gauss_newton_reaches_the_exact_map_of_a_linear_gaussian_problem():
     # the coarse stage fitted the low-passed residual at the scale of the noise its filter passes
     assert [t["sigma"] for t in res.trace] == [stage_misfit_scale(0.3, 1.0, (4, 4)), 0.3]
     assert res.trace[0]["sigma"] < 0.3
+    # a warm start (x_start) in the band, far from the MAP, reaches it in one stage; the caller's start is untouched
+    a0 = 3 * torch.randn(b.shape[0], generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    start = g.to_x(torch.einsum("p,pij->ij", a0, b)).reshape(1, 64, 1)
+    start0 = start.clone()
+    warm = multiscale_gauss_newton(y, op, g, stages=((3, 0.0),), iters=12, x_start=start, progress=False)
+    assert torch.equal(start, start0)
+    assert float((start - x_map).norm() / x_map.norm()) > 1
+    assert float((warm.x - x_map).norm() / x_map.norm()) < 1e-6
 
 
 def test_gauss_newton_inverts_a_short_navier_stokes_horizon_without_gradients():
@@ -366,6 +374,11 @@ def test_gauss_newton_input_errors():
         multiscale_gauss_newton(torch.zeros(1, 16), op, g, iters=(2, 2), progress=False)
     with pytest.raises(ShapeError, match="prior is for 8 x 8"):
         multiscale_gauss_newton(torch.zeros(1, 64), _LinearGridObservation(16), g, progress=False)
+    with pytest.raises(ShapeError, match="x_start"):
+        multiscale_gauss_newton(torch.zeros(1, 16), op, g, x_start=torch.zeros(1, 63, 1), progress=False)
+    with pytest.raises(ShapeError, match="x_start"):
+        multiscale_gauss_newton(torch.zeros(1, 16), op, g, x_start=torch.full((1, 64, 1), float("nan")),
+                                progress=False)
     # default steps: DEFAULT_ITERS with the default stages (needs n >= 44), else 2 per stage
     stages = ((1, 1.0), (2, 0.0))
     a = multiscale_gauss_newton(torch.ones(1, 16), op, g, stages=stages, progress=False)

@@ -68,6 +68,14 @@ mode instead of a draw; ``PASSES`` > 1 re-linearizes at the previous mean; ``NOI
 the denoiser averaged over the benchmark's symmetries of the flow. Prints the ensemble mean's error at scales
 ``max(|kx|, |ky|) >= 16`` (finer than the observation grid) too.
 
+``python docs/scripts/ns_diagnostics.py basin [N] [NOISE] [STEPS]``: why the noisy case stays far from the truth, on N
+validation fields at noise std ``NOISE`` (default 1): the rms data misfit, ``||xi||^2`` and Gaussian-prior
+objective of the Gauss-Newton estimate, of the truth, and of the Gaussian-prior MAP found by ``STEPS`` (default 4)
+full-band Gauss-Newton steps *started at the truth* (``x_start``); and the benchmark's Gauss-Newton + diffusion
+sampler (32 chains, symmetrized prior) linearized at the estimate (as benchmarked), at the estimate with the misfit
+scale inflated by the linearization's own error on the chains (``sqrt(NOISE^2 + r^2)``, ``r`` the rms of ``A(x) -
+lin(x)`` over them), and at the truth (an unreachable lower bound: the truth's linearization).
+
 ``python docs/scripts/ns_diagnostics.py oracle [N]``: the relative L2 of an estimate that knows every mode the
 observation grid resolves and nothing finer (the truth's share beyond it), at 64 x 64 (``k < 16``) and at 128 x 128
 (the reference problem, ``k < 32``), N fresh fields each.
@@ -434,6 +442,56 @@ def gnd(n: int = 2, lam: float = 1.0, sample: bool = True, sigma_max: float = 0.
     return rows
 
 
+def basin(n: int = 2, noise: float = 1.0, steps: int = 4) -> list[dict]:
+    """Misfit and prior cost of the Gauss-Newton estimate, the truth and the Gaussian MAP in the truth's basin, and
+    the linearized diffusion sampler at the estimate (plain and with a model-error-inflated misfit scale) and at the
+    truth, on ``n`` validation fields at noise std ``noise`` (the module docstring)."""
+    torch.set_num_threads(1)
+    from geoinv.bench._navier_stokes import GND_SYMMETRIES, _metrics
+    from geoinv.fluids import gauss_newton_diffusion, linearize, multiscale_gauss_newton
+    from geoinv.io import load_shipped_prior
+    from geoinv.operators import kolmogorov_symmetries
+    from geoinv.priors import SymmetrizedPrior
+
+    prior = SymmetrizedPrior(load_shipped_prior("navier-stokes").eval(), *kolmogorov_symmetries(64, **GND_SYMMETRIES))
+    gauss, op, cases = _cases(n, noise)
+    sig = max(noise, 0.05)
+    rows = []
+    for i, xt, y in cases:
+        rel = lambda x: round(float((x.reshape(xt.shape) - xt).norm() / xt.norm()), 3)
+
+        def cost(x):
+            with torch.no_grad():
+                r = op(x.reshape(xt.shape).float()).double().flatten() - y.flatten()
+            xi2 = float(gauss.to_xi(x.reshape(64, 64)).pow(2).sum())
+            return {"rel_l2": rel(x), "misfit_rms": round(float(r.pow(2).mean().sqrt()), 3), "xi2": round(xi2),
+                    "objective": round(float(r.pow(2).sum()) / (2 * sig**2) + xi2 / 2)}
+
+        gn = multiscale_gauss_newton(y, op, gauss, progress=False).x
+        local = multiscale_gauss_newton(y, op, gauss, stages=((21, 0.0),), iters=steps, x_start=xt, progress=False).x
+        row = {"field": i, "noise": noise, "gauss_newton": cost(gn), "truth": cost(xt),
+               f"gaussian_map_from_truth ({steps} steps)": cost(local)}
+
+        def sampler(tag, x0, s):
+            r = gauss_newton_diffusion(y, op, gauss, prior, x0, sigma=s, n_samples=32,
+                                       generator=torch.Generator().manual_seed(i), progress=False)
+            lin = linearize(op, gauss, x0)
+            with torch.no_grad():
+                resid = float((op(r.samples.float()).double() - lin(r.samples).double()).pow(2).mean().sqrt())
+            m = _metrics(r.samples, xt[0])
+            row[tag] = {"sigma": round(s, 3), "rel_l2_mean": round(m["rel_l2_mean"], 3),
+                        "rel_l2_per_sample": round(m["rel_l2"], 3), "spread_skill": round(m["spread_skill"], 2),
+                        "linearization_error_rms": round(resid, 3)}
+            return resid
+
+        r = sampler("gnd_at_estimate", gn, sig)
+        sampler("gnd_at_estimate_inflated", gn, (sig**2 + r**2) ** 0.5)
+        sampler("gnd_at_truth", xt, sig)
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    return rows
+
+
 def oracle(n: int = 4) -> None:
     """The error of an estimate that knows every mode the observation grid resolves and nothing finer, i.e. the
     truth's share beyond it (relative L2): at 64 x 64 (32 x 32 observed: k < 16) and at 128 x 128 (the reference
@@ -617,6 +675,8 @@ if __name__ == "__main__":
     elif cmd == "warm":  # warm [N] [SIGMA_MAX] [J] [STEPS] [SCALE] [UPDATE] [RADIUS] [LINEARIZED 0/1] [INFLATION] [ODE]
         conv = (int, float, int, int, float, str, float, lambda v: v != "0", float, int)
         warm(*[c(v) for c, v in zip(conv, args)])
+    elif cmd == "basin":  # basin [N] [NOISE] [STEPS]
+        basin(*[c(v) for c, v in zip((int, float, int), args)])
     elif cmd == "oracle":  # oracle [N]
         oracle(*[int(v) for v in args[:1]])
     elif cmd == "symmetry":  # symmetry [N]

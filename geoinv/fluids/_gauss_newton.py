@@ -230,7 +230,8 @@ def _counted(operator, n: int, chunk: int, counts: dict):
 
 
 def multiscale_gauss_newton(y: torch.Tensor, operator, prior: StationaryGaussian, *, stages=DEFAULT_STAGES,
-                            iters=None, fd_step: float = 0.1, sigma: float | None = None, chunk: int = 256,
+                            iters=None, fd_step: float = 0.1, sigma: float | None = None,
+                            x_start: torch.Tensor | None = None, chunk: int = 256,
                             progress: bool = True) -> GaussNewtonResult:
     r"""Derivative-free MAP estimate by Levenberg-Marquardt in growing Fourier subspaces (module docstring).
 
@@ -254,6 +255,10 @@ def multiscale_gauss_newton(y: torch.Tensor, operator, prior: StationaryGaussian
     sigma : float, optional
         Misfit scale in the units of ``y``; default ``max(operator.noise_std, 0.05)``. A stage that low-passes the
         residual uses the scale of the noise that the filter lets through (:func:`stage_misfit_scale`).
+    x_start : Tensor, shape (1, n * n, 1), optional
+        Where the iterations start (default: the prior mean), e.g. the previous estimate of a cycle, or a single
+        full-band stage refining a known field; modes outside every stage's band keep their start values. Not
+        modified.
     chunk : int
         Batch size of the forward calls.
     progress : bool
@@ -276,7 +281,12 @@ def multiscale_gauss_newton(y: torch.Tensor, operator, prior: StationaryGaussian
     counts = {"n": 0, "rounds": 0}
     fwd = _counted(operator, n, chunk, counts)
 
-    xi = torch.zeros(n, n, dtype=torch.float64, device=dev)
+    if x_start is None:
+        xi = torch.zeros(n, n, dtype=torch.float64, device=dev)
+    elif x_start.shape != (1, n * n, 1) or not torch.isfinite(x_start).all():
+        raise ShapeError(f"x_start must be a finite (1, {n * n}, 1) field, got {tuple(x_start.shape)}")
+    else:
+        xi = prior.to_xi(x_start.detach().to(dev, torch.float64).reshape(n, n))
     t0, trace = time.perf_counter(), []
     bar = tqdm(total=sum(its), disable=not progress, leave=False, desc="Gauss-Newton")
     with torch.no_grad():
