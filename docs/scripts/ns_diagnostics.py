@@ -472,10 +472,10 @@ def basin(n: int = 2, noise: float = 1.0, steps: int = 4) -> list[dict]:
         row = {"field": i, "noise": noise, "gauss_newton": cost(gn), "truth": cost(xt),
                f"gaussian_map_from_truth ({steps} steps)": cost(local)}
 
-        def sampler(tag, x0, s):
-            r = gauss_newton_diffusion(y, op, gauss, prior, x0, sigma=s, n_samples=32,
+        def sampler(tag, lin, s):  # the linearization stands in for the black box: its own Jacobian is exact
+            x0 = lin.x_start.reshape(xt.shape)
+            r = gauss_newton_diffusion(y, lin, gauss, prior, x0, sigma=s, n_samples=32,
                                        generator=torch.Generator().manual_seed(i), progress=False)
-            lin = linearize(op, gauss, x0)
             with torch.no_grad():
                 resid = float((op(r.samples.float()).double() - lin(r.samples).double()).pow(2).mean().sqrt())
             m = _metrics(r.samples, xt[0])
@@ -484,9 +484,10 @@ def basin(n: int = 2, noise: float = 1.0, steps: int = 4) -> list[dict]:
                         "linearization_error_rms": round(resid, 3)}
             return resid
 
-        r = sampler("gnd_at_estimate", gn, sig)
-        sampler("gnd_at_estimate_inflated", gn, (sig**2 + r**2) ** 0.5)
-        sampler("gnd_at_truth", xt, sig)
+        at_gn = linearize(op, gauss, gn)                                # 1,849 solves, used twice
+        r = sampler("gnd_at_estimate", at_gn, sig)
+        sampler("gnd_at_estimate_inflated", at_gn, (sig**2 + r**2) ** 0.5)
+        sampler("gnd_at_truth", linearize(op, gauss, xt), sig)
         print(json.dumps(row), flush=True)
         rows.append(row)
     return rows

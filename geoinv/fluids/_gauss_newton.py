@@ -342,6 +342,9 @@ class Linearization(Operator):
         The stationary Gaussian's mean (origin of the coordinates).
     out_shape : tuple
         The black box's output shape per field.
+    obs_shape : tuple or None
+        The black box's observation grid (``obs_shape``), so that the linearization can stand in for it, e.g. in
+        :func:`gauss_newton_diffusion` (whose own finite differences of an affine model are then exact and cheap).
     n_forward, forward_rounds : int
         Black-box evaluations spent (``p + 1`` in one round).
     noise_std : float
@@ -351,10 +354,11 @@ class Linearization(Operator):
     linear = False
 
     def __init__(self, x_start, y_start, jac, basis, mode_std, mean, out_shape, n_forward, forward_rounds,
-                 noise_std=0.0):
+                 noise_std=0.0, obs_shape=None):
         self.x_start, self.y_start, self.jac, self.basis, self.mode_std, self.mean = (
             x_start, y_start, jac, basis, mode_std, mean)
         self.out_shape, self.n_forward, self.forward_rounds = tuple(out_shape), n_forward, forward_rounds
+        self.obs_shape = None if obs_shape is None else tuple(obs_shape)
         self.noise_std = float(noise_std)
         self.n = x_start.shape[-1]
         self.xi_start = self.coef(x_start[None])[0]
@@ -422,7 +426,8 @@ def linearize(operator, gauss: StationaryGaussian, x: torch.Tensor, *, band: int
     xs = x.detach().to(dev, torch.float64).reshape(n, n)
     ys = _counted(operator, n, chunk, counts)(torch.cat([xs[None], xs[None] + fd_step * dx]))
     return Linearization(xs, ys[0], (ys[1:] - ys[:1]) / fd_step, b, s, gauss.mean, counts["out_shape"], counts["n"],
-                         counts["rounds"], getattr(operator, "noise_std", 0.0) or 0.0)
+                         counts["rounds"], getattr(operator, "noise_std", 0.0) or 0.0,
+                         getattr(operator, "obs_shape", None))
 
 
 def gauss_newton_diffusion(y: torch.Tensor, operator, gauss: StationaryGaussian, prior, x_start: torch.Tensor, *,
