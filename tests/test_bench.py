@@ -87,3 +87,32 @@ def test_run_puts_pictures_beside_the_output_file(tmp_path, monkeypatch):
     assert seen["img_dir"] == tmp_path / "sub" / "img"
     text = out.read_text()
     assert "drawn" in text and "plain" in text and (tmp_path / "sub" / "bench-draw.json").exists()
+
+
+def test_navier_stokes_picture_puts_error_maps_on_one_range(tmp_path, monkeypatch):
+    """The error maps of every method share one colour range (so they compare); the fields keep the truth's."""
+    from types import SimpleNamespace
+
+    import geoinv.viz as viz
+    from geoinv.bench._navier_stokes import _picture
+    from geoinv.fluids import SCALE
+
+    seen = {}
+
+    def fake(panels, path, **kw):
+        seen.update(panels=panels, **kw)
+        import matplotlib.pyplot as plt
+        return plt.figure()
+
+    monkeypatch.setattr(viz, "grid_panels", fake)
+    w0 = torch.linspace(-4, 4, 64 * 64).reshape(64, 64)
+    est = {"gnd": SimpleNamespace(mean=(w0 / SCALE).reshape(-1, 1) + 0.1),
+           "dps": SimpleNamespace(samples=torch.zeros(1, 64 * 64, 1))}
+    _picture(w0, torch.zeros(1, 32 * 32), est, tmp_path / "ns.png")
+    assert list(seen["shared"]) == ["vorticity", "|error|"]
+    fields, errors = seen["shared"].values()
+    assert errors == ["G-N + diffusion, mean error", "DPS sample error"]
+    assert fields == ["true w0", "observed w(T=1), 32x32", "G-N + diffusion, mean", "DPS sample"]
+    assert seen["clim"] == (-4.0, 4.0)
+    torch.testing.assert_close(seen["panels"]["DPS sample error"], w0.abs())
+    assert torch.allclose(seen["panels"]["G-N + diffusion, mean error"], torch.full((64, 64), 0.1 * SCALE), atol=1e-5)

@@ -122,6 +122,20 @@ def test_colour_scales_shared_rule():
     with pytest.raises(ShapeError, match="not panels"):
         viz.colour_scales(f, ["nope"], "viridis", "magma")
 
+    # groups: the estimates on one range, the spread panels on another (compared with each other)
+    grouped = viz.colour_scales(f, [["truth", "harmonic"], ["std", "abs_error"]], "viridis", "magma", clim=(-3, 3))
+    assert [s.names for s in grouped] == [["truth", "harmonic"], ["std", "abs_error"], ["observed"]]
+    assert grouped[0].clim == (-3.0, 3.0) and grouped[0].cmap == "viridis"     # clim: the first group only
+    assert grouped[1].clim == (0.0, 9.0) and grouped[1].cmap == "magma" and grouped[1].shared
+    assert len({s.title for s in grouped}) == 3
+    assert [s.names for s in viz.colour_scales(f, [["truth"], "std"], "viridis", "magma")][:2] == [["truth"], ["std"]]
+    named = viz.colour_scales(f, {"values": ["truth", "harmonic"], "|error|": ["abs_error"]}, "viridis", "magma")
+    assert [(s.title, s.names) for s in named][:2] == [("values", ["truth", "harmonic"]), ("|error|", ["abs_error"])]
+    with pytest.raises(ShapeError, match="more than one"):
+        viz.colour_scales(f, [["truth", "std"], ["std"]], "viridis", "magma")
+    with pytest.raises(ShapeError, match="not panels"):
+        viz.colour_scales(f, [["truth"], ["nope"]], "viridis", "magma")
+
 
 def test_default_camera_looks_along_smallest_axis():
     v = _ellipsoid(2).vertices.numpy().astype(float)

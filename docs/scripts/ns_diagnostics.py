@@ -76,6 +76,12 @@ sampler (32 chains, symmetrized prior) linearized at the estimate (as benchmarke
 scale inflated by the linearization's own error on the chains (``sqrt(NOISE^2 + r^2)``, ``r`` the rms of ``A(x) -
 lin(x)`` over them), and at the truth (an unreachable lower bound: the truth's linearization).
 
+``python docs/scripts/ns_diagnostics.py hop [N] [NOISE] [ROUNDS] [CHAINS]``: a basin hop that the learned prior proposes
+and the data select, on N validation fields at noise std ``NOISE`` (default 1): the benchmark's Gauss-Newton + diffusion
+sampler (``CHAINS`` chains, default 32, symmetrized prior) linearized at the Gauss-Newton estimate, then ``ROUNDS``
+times (default 2) re-linearized at the chain sample with the smallest misfit through the nonlinear black box and run
+again from it; per pass the ensemble's errors, the samples' misfits and the rank correlation of misfit and error.
+
 ``python docs/scripts/ns_diagnostics.py oracle [N]``: the relative L2 of an estimate that knows every mode the
 observation grid resolves and nothing finer (the truth's share beyond it), at 64 x 64 (``k < 16``) and at 128 x 128
 (the reference problem, ``k < 32``), N fresh fields each.
@@ -442,19 +448,25 @@ def gnd(n: int = 2, lam: float = 1.0, sample: bool = True, sigma_max: float = 0.
     return rows
 
 
+def _benchmark_gnd_prior():
+    """The shipped prior averaged over the benchmark's symmetries of the flow (the Gauss-Newton + diffusion row's)."""
+    from geoinv.bench._navier_stokes import GND_SYMMETRIES
+    from geoinv.io import load_shipped_prior
+    from geoinv.operators import kolmogorov_symmetries
+    from geoinv.priors import SymmetrizedPrior
+
+    return SymmetrizedPrior(load_shipped_prior("navier-stokes").eval(), *kolmogorov_symmetries(64, **GND_SYMMETRIES))
+
+
 def basin(n: int = 2, noise: float = 1.0, steps: int = 4) -> list[dict]:
     """Misfit and prior cost of the Gauss-Newton estimate, the truth and the Gaussian MAP in the truth's basin, and
     the linearized diffusion sampler at the estimate (plain and with a model-error-inflated misfit scale) and at the
     truth, on ``n`` validation fields at noise std ``noise`` (the module docstring)."""
     torch.set_num_threads(1)
-    from geoinv.bench._navier_stokes import GND_SYMMETRIES, _metrics
+    from geoinv.bench._navier_stokes import _metrics
     from geoinv.fluids import gauss_newton_diffusion, linearize, multiscale_gauss_newton
-    from geoinv.io import load_shipped_prior
-    from geoinv.operators import kolmogorov_symmetries
-    from geoinv.priors import SymmetrizedPrior
 
-    prior = SymmetrizedPrior(load_shipped_prior("navier-stokes").eval(), *kolmogorov_symmetries(64, **GND_SYMMETRIES))
-    gauss, op, cases = _cases(n, noise)
+    prior, (gauss, op, cases) = _benchmark_gnd_prior(), _cases(n, noise)
     sig = max(noise, 0.05)
     rows = []
     for i, xt, y in cases:
@@ -488,6 +500,49 @@ def basin(n: int = 2, noise: float = 1.0, steps: int = 4) -> list[dict]:
         r = sampler("gnd_at_estimate", at_gn, sig)
         sampler("gnd_at_estimate_inflated", at_gn, (sig**2 + r**2) ** 0.5)
         sampler("gnd_at_truth", linearize(op, gauss, xt), sig)
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    return rows
+
+
+def hop(n: int = 2, noise: float = 1.0, rounds: int = 2, chains: int = 32) -> list[dict]:
+    """Prior-proposed, data-selected linearization points: the benchmark's Gauss-Newton + diffusion sampler
+    linearized at the Gauss-Newton estimate, then ``rounds`` times re-linearized at the chain sample that fits the
+    data best through the *nonlinear* black box (``chains`` solves) and run again from it, on ``n`` validation
+    fields at noise std ``noise``. Prints, per round, the ensemble's errors, the rms misfit of the samples and the
+    rank correlation between a sample's misfit and its error (does the data pick the samples nearer the truth?)."""
+    torch.set_num_threads(1)
+    from geoinv.bench._navier_stokes import _metrics
+    from geoinv.fluids import gauss_newton_diffusion, linearize, multiscale_gauss_newton
+
+    prior, (gauss, op, cases) = _benchmark_gnd_prior(), _cases(n, noise)
+    sig = max(noise, 0.05)
+    rows = []
+    for i, xt, y in cases:
+        t0 = time.perf_counter()
+        point = multiscale_gauss_newton(y, op, gauss, progress=False).x
+        row = {"field": i, "noise": noise, "chains": chains,
+               "gn_rel_l2": round(float((point - xt).norm() / xt.norm()), 3), "rounds": []}
+        for r in range(rounds + 1):
+            res = gauss_newton_diffusion(y, linearize(op, gauss, point), gauss, prior, point, sigma=sig,
+                                         n_samples=chains, generator=torch.Generator().manual_seed(100 * r + i),
+                                         progress=False)
+            with torch.no_grad():
+                mis = (op(res.samples.float()).double().flatten(1) - y.flatten()[None]).pow(2).mean(1).sqrt()
+                mis_mean = float((op(res.mean[None].float()).double().flatten() - y.flatten()).pow(2).mean().sqrt())
+            err = (res.samples.flatten(1) - xt.flatten()[None]).norm(dim=1) / xt.norm()
+            rank = lambda v: v.argsort().argsort().double()
+            corr = float(torch.corrcoef(torch.stack([rank(mis), rank(err)]))[0, 1])
+            m, best = _metrics(res.samples, xt[0]), int(mis.argmin())
+            row["rounds"].append({"rel_l2_mean": round(m["rel_l2_mean"], 3), "rel_l2_per_sample": round(m["rel_l2"], 3),
+                                  "spread_skill": round(m["spread_skill"], 2), "misfit_rms_mean": round(mis_mean, 3),
+                                  "misfit_rms_samples (min, median)": [round(float(mis.min()), 3),
+                                                                       round(float(mis.median()), 3)],
+                                  "best_fit_sample_rel_l2": round(float(err[best]), 3),
+                                  "best_sample_rel_l2": round(float(err.min()), 3),
+                                  "rank_corr_misfit_error": round(corr, 2)})
+            point = res.samples[best:best + 1]
+        row["seconds"] = round(time.perf_counter() - t0)
         print(json.dumps(row), flush=True)
         rows.append(row)
     return rows
@@ -678,6 +733,8 @@ if __name__ == "__main__":
         warm(*[c(v) for c, v in zip(conv, args)])
     elif cmd == "basin":  # basin [N] [NOISE] [STEPS]
         basin(*[c(v) for c, v in zip((int, float, int), args)])
+    elif cmd == "hop":  # hop [N] [NOISE] [ROUNDS] [CHAINS]
+        hop(*[c(v) for c, v in zip((int, float, int, int), args)])
     elif cmd == "oracle":  # oracle [N]
         oracle(*[int(v) for v in args[:1]])
     elif cmd == "symmetry":  # symmetry [N]

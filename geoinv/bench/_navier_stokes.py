@@ -333,15 +333,14 @@ def _picture(w0: torch.Tensor, y: torch.Tensor, est: dict, path: Path) -> None:
 
     labels = (("gnd", "G-N + diffusion, mean"), (WARM_NAME, "EnKG from G-N, mean"), ("enkg", "EnKG mean"),
               ("dps", "DPS sample"))
-    for name, label in labels:
-        if name in est:
-            panels[label] = field(name)
-    for name, label in labels:
-        if name in est:
-            panels[label + " error"] = (field(name) - w0).abs()
+    shown = {label: field(name) for name, label in labels if name in est}
+    errors = {label + " error": (f - w0).abs() for label, f in shown.items()}
+    panels |= shown | errors
     path.parent.mkdir(parents=True, exist_ok=True)
     import matplotlib.pyplot as plt
 
     v = float(w0.abs().max())
-    fig = grid_panels(panels, path, origin="lower", panel_width=2.4, clim=(-v, v))  # 0 = white, truth's range
+    # fields on the truth's range (0 = white); the error maps on one range of their own, so that they compare
+    fig = grid_panels(panels, path, shared={"vorticity": [k for k in panels if k not in errors], "|error|": list(errors)}, origin="lower",
+                      panel_width=2.4, clim=(-v, v))
     plt.close(fig)

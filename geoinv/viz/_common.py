@@ -164,7 +164,7 @@ class ColourScale:
 
 def colour_scales(
     fields: Mapping[str, np.ndarray],
-    shared: Sequence[str] | None,
+    shared: Sequence[str] | Sequence[Sequence[str]] | Mapping[str, Sequence[str]] | None,
     cmap: Any,
     std_cmap: Any,
     clim: tuple[float, float] | None = None,
@@ -175,47 +175,73 @@ def colour_scales(
     ----------
     fields : mapping of str to ndarray
         Panel name to values, in panel order.
-    shared : sequence of str, optional
-        Panels that share one colour range. Default: every panel whose name is not a
-        spread name (see :func:`is_spread_name`).
+    shared : sequence of str, sequence of sequences of str, or mapping of str to sequence of str, optional
+        Panels that share one colour range, or several such groups (e.g. the estimates and, separately, their
+        error maps, so that errors compare across methods); a mapping names each group's colour bar (otherwise
+        the bar lists the group's panels). Default: one group of every panel whose name is not a spread name
+        (see :func:`is_spread_name`).
     cmap, std_cmap : str or Colormap
-        Colormap of the shared group and of non-shared value panels; colormap of
-        non-shared spread panels.
+        Colormap of value groups and panels; colormap of spread panels and of groups made only of spread panels.
     clim : (float, float), optional
-        Fixed range of the shared group instead of its min/max.
+        Fixed range of the first shared group instead of its min/max.
 
     Returns
     -------
     list of ColourScale
-        The shared group first (when non-empty), then one scale per remaining panel.
+        The shared groups first (non-empty ones, in the order given), then one scale per remaining panel.
+
+    Raises
+    ------
+    ShapeError
+        A shared name that is not a panel, a panel in two groups, or ``clim`` not increasing.
     """
     names = list(fields)
+    bar_titles = None
+    if isinstance(shared, Mapping):
+        bar_titles, shared = list(shared), [[g] if isinstance(g, str) else list(g) for g in shared.values()]
     if shared is None:
-        shared_names = [k for k in names if not is_spread_name(k)]
+        groups = [[k for k in names if not is_spread_name(k)]]
     else:
-        shared = [shared] if isinstance(shared, str) else list(shared)
-        unknown = [k for k in shared if k not in fields]
+        given = [shared] if isinstance(shared, str) else list(shared)
+        if all(isinstance(g, str) for g in given):                              # names: one group
+            given = [given]
+        else:                                                                   # groups (a bare name: its own)
+            given = [[g] if isinstance(g, str) else list(g) for g in given]
+        flat = [k for g in given for k in g]
+        unknown = [k for k in flat if k not in fields]
         if unknown:
             raise ShapeError(f"shared names {unknown} are not panels (panels: {names})")
-        shared_names = [k for k in names if k in shared]
+        twice = sorted({k for k in flat if flat.count(k) > 1})
+        if twice:
+            raise ShapeError(f"panels {twice} are in more than one shared group")
+        groups = [[k for k in names if k in g] for g in given]
     scales: list[ColourScale] = []
-    if shared_names:
-        rng = tuple(float(c) for c in clim) if clim is not None else data_range([fields[k] for k in shared_names])
+    used: set[str] = set()
+
+    def title_of(text: str) -> str:
+        if len(text) > 36:
+            text = text[:33] + "..."
+        while text in used:
+            text += " "
+        used.add(text)
+        return text
+
+    first = True
+    for gi, group in enumerate(groups):
+        if not group:
+            continue
+        rng = tuple(float(c) for c in clim) if (clim is not None and first) else data_range([fields[k] for k in group])
         if not rng[1] > rng[0]:
             raise ShapeError(f"clim must be (low, high) with low < high, got {clim}")
-        title = ", ".join(shared_names) if len(shared_names) > 1 else shared_names[0]
-        if len(title) > 36:
-            title = title[:33] + "..."
-        scales.append(ColourScale(shared_names, rng, cmap, title, shared=True))
-    used = {s.title for s in scales}
+        first = False
+        spread = all(is_spread_name(k) for k in group)
+        title = bar_titles[gi] if bar_titles is not None else ", ".join(group)
+        scales.append(ColourScale(group, rng, std_cmap if spread else cmap, title_of(title), shared=True))
+    grouped = {k for g in groups for k in g}
     for k in names:
-        if k in shared_names:
-            continue
-        title = k
-        while title in used:
-            title += " "
-        used.add(title)
-        scales.append(ColourScale([k], data_range([fields[k]]), std_cmap if is_spread_name(k) else cmap, title))
+        if k not in grouped:
+            scales.append(ColourScale([k], data_range([fields[k]]), std_cmap if is_spread_name(k) else cmap,
+                                      title_of(k)))
     return scales
 
 

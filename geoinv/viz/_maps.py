@@ -319,12 +319,12 @@ def map_panels(
         ``"mollweide"`` for global data, ``"platecarree"`` for plain lon/lat axes
         (regional data such as a UK grid); ``"auto"`` picks Mollweide for HEALPix and
         for data spanning at least 300 degrees of longitude and 120 of latitude.
-    shared : sequence of str, optional
-        Panels sharing one colour range; default every panel whose name does not end
-        with ``std``/``error``. Other panels get their own range (spread panels ``std_cmap``).
+    shared : sequence of str, sequences of str, or mapping of str to sequence of str, optional
+        Panels sharing one colour range, or several such groups (a mapping names their colour bars); default every panel whose name does
+        not end with ``std``/``error``. Other panels get their own range (spread panels ``std_cmap``).
     cmap, std_cmap : str or Colormap
     clim : (float, float), optional
-        Fixed range of the shared group.
+        Fixed range of the (first) shared group.
     nan_color : colour
     titles : bool, mapping or sequence
         ``True`` titles the panels with their names.
@@ -402,12 +402,12 @@ def grid_panels(
         dropped) or a GridSignal (first sample, channel 0). NaN is shown in ``nan_color``.
     path : str or PathLike, optional
         PNG to write (atomically).
-    shared : sequence of str, optional
-        Panels sharing one colour range; default every panel whose name does not end
-        with ``std``/``error``.
+    shared : sequence of str, sequences of str, or mapping of str to sequence of str, optional
+        Panels sharing one colour range, or several such groups (e.g. estimates, and their error maps
+        apart; a mapping names their colour bars); default every panel whose name does not end with ``std``/``error``.
     cmap, std_cmap : str or Colormap
     clim : (float, float), optional
-        Fixed range of the shared group.
+        Fixed range of the (first) shared group.
     nan_color : colour
     titles : bool, mapping or sequence
     origin : {"upper", "lower"}

@@ -192,10 +192,10 @@ def render_mesh_panels(
     path : str or PathLike
         PNG to write (atomically: rendered to a temporary file in the same directory,
         then moved into place).
-    shared : sequence of str, optional
-        Panels that share one colour range (min/max over them, ignoring NaN). Default:
-        every panel whose name does not end with ``std``/``error``. Other panels get
-        their own range; spread panels use ``std_cmap``.
+    shared : sequence of str, sequences of str, or mapping of str to sequence of str, optional
+        Panels that share one colour range (min/max over them, ignoring NaN), or several
+        such groups (a mapping names their colour bars). Default: every panel whose name does not end with ``std``/``error``.
+        Other panels get their own range; spread panels use ``std_cmap``.
     cmap, std_cmap : str or Colormap
         Colormaps of value panels and of spread panels.
     camera : (position, focal_point, view_up) or str, optional
@@ -210,7 +210,7 @@ def render_mesh_panels(
     nan_color : colour
         Colour of NaN (unobserved) vertices.
     clim : (float, float), optional
-        Fixed colour range of the shared group.
+        Fixed colour range of the (first) shared group.
     panel_size : (int, int)
         Size of one panel when ``window_size`` is not given.
 
