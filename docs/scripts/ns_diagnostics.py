@@ -76,11 +76,12 @@ sampler (32 chains, symmetrized prior) linearized at the estimate (as benchmarke
 scale inflated by the linearization's own error on the chains (``sqrt(NOISE^2 + r^2)``, ``r`` the rms of ``A(x) -
 lin(x)`` over them), and at the truth (an unreachable lower bound: the truth's linearization).
 
-``python docs/scripts/ns_diagnostics.py hop [N] [NOISE] [ROUNDS] [CHAINS]``: a basin hop that the learned prior proposes
-and the data select, on N validation fields at noise std ``NOISE`` (default 1): the benchmark's Gauss-Newton + diffusion
-sampler (``CHAINS`` chains, default 32, symmetrized prior) linearized at the Gauss-Newton estimate, then ``ROUNDS``
-times (default 2) re-linearized at the chain sample with the smallest misfit through the nonlinear black box and run
-again from it; per pass the ensemble's errors, the samples' misfits and the rank correlation of misfit and error.
+``python docs/scripts/ns_diagnostics.py hop [N] [NOISE] [ROUNDS] [CHAINS]``: a basin hop that the learned prior
+proposes and the data select, on N validation fields at noise std ``NOISE`` (default 1): the benchmark's Gauss-Newton +
+diffusion sampler (``CHAINS`` chains, default 32, symmetrized prior) linearized at the Gauss-Newton estimate, then
+``ROUNDS`` times (default 2) re-linearized at the chain sample with the smallest misfit through the nonlinear black box
+and run again from it; per pass the ensemble's errors, the samples' misfits and the rank correlation of misfit and
+error.
 
 ``python docs/scripts/ns_diagnostics.py oracle [N]``: the relative L2 of an estimate that knows every mode the
 observation grid resolves and nothing finer (the truth's share beyond it), at 64 x 64 (``k < 16``) and at 128 x 128

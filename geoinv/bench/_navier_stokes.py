@@ -341,6 +341,6 @@ def _picture(w0: torch.Tensor, y: torch.Tensor, est: dict, path: Path) -> None:
 
     v = float(w0.abs().max())
     # fields on the truth's range (0 = white); the error maps on one range of their own, so that they compare
-    fig = grid_panels(panels, path, shared={"vorticity": [k for k in panels if k not in errors], "|error|": list(errors)}, origin="lower",
-                      panel_width=2.4, clim=(-v, v))
+    groups = {"vorticity": [k for k in panels if k not in errors], "|error|": list(errors)}
+    fig = grid_panels(panels, path, shared=groups, origin="lower", panel_width=2.4, clim=(-v, v))
     plt.close(fig)

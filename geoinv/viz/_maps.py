@@ -320,8 +320,9 @@ def map_panels(
         (regional data such as a UK grid); ``"auto"`` picks Mollweide for HEALPix and
         for data spanning at least 300 degrees of longitude and 120 of latitude.
     shared : sequence of str, sequences of str, or mapping of str to sequence of str, optional
-        Panels sharing one colour range, or several such groups (a mapping names their colour bars); default every panel whose name does
-        not end with ``std``/``error``. Other panels get their own range (spread panels ``std_cmap``).
+        Panels sharing one colour range, or several such groups (a mapping names their colour
+        bars); default every panel whose name does not end with ``std``/``error``. Other panels
+        get their own range (spread panels ``std_cmap``).
     cmap, std_cmap : str or Colormap
     clim : (float, float), optional
         Fixed range of the (first) shared group.
@@ -403,8 +404,9 @@ def grid_panels(
     path : str or PathLike, optional
         PNG to write (atomically).
     shared : sequence of str, sequences of str, or mapping of str to sequence of str, optional
-        Panels sharing one colour range, or several such groups (e.g. estimates, and their error maps
-        apart; a mapping names their colour bars); default every panel whose name does not end with ``std``/``error``.
+        Panels sharing one colour range, or several such groups (e.g. estimates, and their error
+        maps apart; a mapping names their colour bars); default every panel whose name does not
+        end with ``std``/``error``.
     cmap, std_cmap : str or Colormap
     clim : (float, float), optional
         Fixed range of the (first) shared group.

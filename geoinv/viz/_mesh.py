@@ -194,8 +194,9 @@ def render_mesh_panels(
         then moved into place).
     shared : sequence of str, sequences of str, or mapping of str to sequence of str, optional
         Panels that share one colour range (min/max over them, ignoring NaN), or several
-        such groups (a mapping names their colour bars). Default: every panel whose name does not end with ``std``/``error``.
-        Other panels get their own range; spread panels use ``std_cmap``.
+        such groups (a mapping names their colour bars). Default: every panel whose name
+        does not end with ``std``/``error``. Other panels get their own range; spread
+        panels use ``std_cmap``.
     cmap, std_cmap : str or Colormap
         Colormaps of value panels and of spread panels.
     camera : (position, focal_point, view_up) or str, optional
