@@ -196,25 +196,23 @@ def colour_scales(
         A shared name that is not a panel, a panel in two groups, or ``clim`` not increasing.
     """
     names = list(fields)
-    bar_titles = None
-    if isinstance(shared, Mapping):
-        bar_titles, shared = list(shared), [[g] if isinstance(g, str) else list(g) for g in shared.values()]
     if shared is None:
-        groups = [[k for k in names if not is_spread_name(k)]]
-    else:
-        given = [shared] if isinstance(shared, str) else list(shared)
-        if all(isinstance(g, str) for g in given):                              # names: one group
-            given = [given]
-        else:                                                                   # groups (a bare name: its own)
-            given = [[g] if isinstance(g, str) else list(g) for g in given]
-        flat = [k for g in given for k in g]
-        unknown = [k for k in flat if k not in fields]
-        if unknown:
-            raise ShapeError(f"shared names {unknown} are not panels (panels: {names})")
-        twice = sorted({k for k in flat if flat.count(k) > 1})
-        if twice:
-            raise ShapeError(f"panels {twice} are in more than one shared group")
-        groups = [[k for k in names if k in g] for g in given]
+        titled = [(None, [k for k in names if not is_spread_name(k)])]
+    elif isinstance(shared, Mapping):                                           # {bar title: names}
+        titled = [(t, [g] if isinstance(g, str) else list(g)) for t, g in shared.items()]
+    elif isinstance(shared, str) or all(isinstance(g, str) for g in shared):   # names: one group
+        titled = [(None, [shared] if isinstance(shared, str) else list(shared))]
+    else:                                                                       # groups (a bare name: its own)
+        titled = [(None, [g] if isinstance(g, str) else list(g)) for g in shared]
+    flat = [k for _, g in titled for k in g]
+    unknown = [k for k in flat if k not in fields]
+    if unknown:
+        raise ShapeError(f"shared names {unknown} are not panels (panels: {names})")
+    twice = sorted({k for k in flat if flat.count(k) > 1})
+    if twice:
+        raise ShapeError(f"panels {twice} are in more than one shared group")
+    groups = [(t, [k for k in names if k in g]) for t, g in titled]
+    groups = [(t, g) for t, g in groups if g]
     scales: list[ColourScale] = []
     used: set[str] = set()
 
@@ -226,18 +224,13 @@ def colour_scales(
         used.add(text)
         return text
 
-    first = True
-    for gi, group in enumerate(groups):
-        if not group:
-            continue
-        rng = tuple(float(c) for c in clim) if (clim is not None and first) else data_range([fields[k] for k in group])
+    for i, (title, group) in enumerate(groups):
+        rng = tuple(float(c) for c in clim) if (clim is not None and i == 0) else data_range([fields[k] for k in group])
         if not rng[1] > rng[0]:
             raise ShapeError(f"clim must be (low, high) with low < high, got {clim}")
-        first = False
-        spread = all(is_spread_name(k) for k in group)
-        title = bar_titles[gi] if bar_titles is not None else ", ".join(group)
-        scales.append(ColourScale(group, rng, std_cmap if spread else cmap, title_of(title), shared=True))
-    grouped = {k for g in groups for k in g}
+        cm = std_cmap if all(is_spread_name(k) for k in group) else cmap
+        scales.append(ColourScale(group, rng, cm, title_of(title or ", ".join(group)), shared=True))
+    grouped = {k for _, g in groups for k in g}
     for k in names:
         if k not in grouped:
             scales.append(ColourScale([k], data_range([fields[k]]), std_cmap if is_spread_name(k) else cmap,
