@@ -292,6 +292,15 @@ def test_gaspari_cohn_matches_its_formula():
     pts = torch.rand(60, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     _, ryy = Localization(pts, pts, radius=0.2).tapers()
     assert float(torch.linalg.eigvalsh(ryy).min()) > -1e-10
+    # on a torus the wrapped-distance taper is a correlation up to radius = period / 4 (support = half the
+    # period), where it is the periodic sum of the planar one; a wider radius (not PSD: -9.6 at radius 3 on the
+    # 32 x 32 Navier-Stokes grid) is refused
+    widest = Localization.torus_grid(16, 1, math.pi / 2)
+    rxx, _ = widest.tapers()
+    assert float(torch.linalg.eigvalsh(rxx).min()) > -1e-10
+    assert float(rxx[0, 8]) == 0.0 and float(rxx[0, 1]) > 0.85  # half a period away: the edge of the support
+    with pytest.raises(ValueError, match="period / 4"):
+        Localization.torus_grid(16, 1, math.pi / 2 + 0.01)
 
 
 def test_localization_reduces_to_the_plain_gain_and_beats_it_with_few_particles():
@@ -315,7 +324,7 @@ def test_localization_reduces_to_the_plain_gain_and_beats_it_with_few_particles(
     exact, std, _ = prior.posterior(yfull, mask, 0.1)
     pos = i[:, None]
     ens = prior.sample(16, torch.Generator().manual_seed(3))
-    wide = Localization(pos, pos[obs], radius=1e9, period=float(n)).tapers()  # taper = 1 to 1e-14
+    wide = Localization(pos, pos[obs], radius=1e9).tapers()  # taper = 1 to 1e-14
     a, _ = ensemble_kalman_gain_update(ens, ens[:, obs], y, gamma)
     b, _ = ensemble_kalman_gain_update(ens, ens[:, obs], y, gamma, taper=wide)
     assert torch.allclose(a, b, atol=1e-8)
