@@ -484,6 +484,10 @@ def test_shipped_bunny_flow_loads_and_samples():
     prior = io.load_shipped_prior("bunny-mnist")
     flow = flows.flow_for_prior(prior)
     assert flow.fingerprint == prior.fingerprint and flow.noise_std == 0.1
+    # a flow serves the one noise level it was trained for: benchmarks ask before they run it
+    assert flows.has_shipped_flow("bunny-mnist", 0.1) and not flows.has_shipped_flow("bunny-mnist", 0.095)
+    assert not flows.has_shipped_flow("bunny-mnist", None) and not flows.has_shipped_flow("no-such-prior", 0.1)
+    assert flows.shipped_flow_noise_std("bunny-mnist") == 0.1 and flows.shipped_flow_noise_std("no-such-prior") is None
     y = prior.base.mean.float().unsqueeze(0)
     mask = torch.rand(1, y.shape[1], generator=torch.Generator().manual_seed(0)) > 0.3
     s = flow.sample(torch.where(mask[..., None], y, 0.0), mask, 4, generator=torch.Generator().manual_seed(0))

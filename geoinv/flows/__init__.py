@@ -16,14 +16,15 @@ Mammadov, Chung, Ye. *Amortized Posterior Sampling with Diffusion Prior Distilla
 arXiv:2407.17907 (2024). Sun, Bouman. *Deep Probabilistic Imaging*, AAAI 2021, arXiv:2010.14462.
 """
 
-from geoinv.flows._io import has_shipped_flow, list_shipped_flows, load_flow, load_shipped_flow, save_flow
+from geoinv.flows._io import (has_shipped_flow, list_shipped_flows, load_flow, load_shipped_flow, save_flow,
+                              serves_noise, shipped_flow_noise_std)
 from geoinv.flows._model import ConditionalFlow, Conditioning, FlowConfig, latent_basis
 from geoinv.flows._objective import dsm_bound, flow_loss, gaussian_dsm_term, simulate_measurements
 from geoinv.flows._solve import flow_for_prior, solve_with_flow
 
 __all__ = [
     "ConditionalFlow", "FlowConfig", "Conditioning", "latent_basis", "dsm_bound", "gaussian_dsm_term", "flow_loss", "simulate_measurements",
-    "save_flow", "load_flow", "load_shipped_flow", "has_shipped_flow", "list_shipped_flows", "solve_with_flow",
+    "save_flow", "load_flow", "load_shipped_flow", "has_shipped_flow", "shipped_flow_noise_std", "serves_noise", "list_shipped_flows", "solve_with_flow",
     "flow_for_prior", "fit_flow", "distill_student", "train_flow", "evaluate_flow", "FlowOptimConfig", "FlowTrainConfig", "load_flow_config",
 ]
 

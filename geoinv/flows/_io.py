@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 from importlib import resources
 from pathlib import Path
@@ -22,7 +23,8 @@ from geoinv.errors import CheckpointError, DomainMismatchError
 from geoinv.flows._model import PRIOR_BASES, ConditionalFlow, FlowConfig, latent_basis
 from geoinv.io._checkpoint import _paths
 
-__all__ = ["save_flow", "load_flow", "load_shipped_flow", "has_shipped_flow", "list_shipped_flows", "FLOW_FORMAT"]
+__all__ = ["save_flow", "load_flow", "load_shipped_flow", "has_shipped_flow", "shipped_flow_noise_std", "serves_noise",
+           "list_shipped_flows", "FLOW_FORMAT"]
 
 log = logging.getLogger(__name__)
 
@@ -184,13 +186,30 @@ def list_shipped_flows() -> dict[str, str]:
     return list_shipped(_shipped_dir(), FLOW_FORMAT)
 
 
-def has_shipped_flow(name: str) -> bool:
-    """True when a flow for the shipped prior ``name`` ships with geoinv (and that prior too)."""
-    if name not in list_shipped_flows():
-        return False
+_ANY = object()  # has_shipped_flow: whatever noise the flow was trained for
+
+
+def serves_noise(trained: float, noise_std: float | None) -> bool:
+    """Whether a flow trained for measurement noise std ``trained`` serves ``noise_std`` (None = noise-free)."""
+    return math.isclose(float(noise_std or 0.0), float(trained), rel_tol=1e-6, abs_tol=1e-12)
+
+
+def shipped_flow_noise_std(name: str) -> float | None:
+    """The measurement noise std the shipped flow of the shipped prior ``name`` was trained for; None when no such
+    flow (or prior) ships."""
     from geoinv import io
 
-    return name in io.list_shipped_priors()
+    if name not in list_shipped_flows() or name not in io.list_shipped_priors():
+        return None
+    return float(io.read_json(_shipped_dir() / f"{name}.json")["flow"]["noise_std"])
+
+
+def has_shipped_flow(name: str, noise_std: Any = _ANY) -> bool:
+    """True when a flow for the shipped prior ``name`` ships with geoinv (and that prior too), and, when
+    ``noise_std`` is given (None = noise-free), when it was trained for that measurement noise (an amortized flow
+    serves one noise level)."""
+    trained = shipped_flow_noise_std(name)
+    return trained is not None and (noise_std is _ANY or serves_noise(trained, noise_std))
 
 
 def load_shipped_flow(name: str, prior: Any = None) -> ConditionalFlow:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 from typing import Any
 
 import torch
@@ -63,7 +62,7 @@ def solve_with_flow(x: torch.Tensor, m: torch.Tensor, prior: Any, noise_std: flo
         ``nfe`` = 0 (no denoiser call), ``n_forward`` = 0, ``forward_rounds`` = 0,
         ``flow_evals`` = B * K.
     """
-    from geoinv.flows._io import load_flow
+    from geoinv.flows._io import load_flow, serves_noise
     from geoinv.flows._model import ConditionalFlow
 
     flow = options.pop("flow", None)
@@ -75,7 +74,7 @@ def solve_with_flow(x: torch.Tensor, m: torch.Tensor, prior: Any, noise_std: flo
     elif not isinstance(flow, ConditionalFlow):
         flow = load_flow(flow, prior=prior)
     s = float(noise_std or 0.0)
-    if not math.isclose(s, flow.noise_std, rel_tol=1e-6, abs_tol=1e-12):
+    if not serves_noise(flow.noise_std, noise_std):
         raise GeoinvError(f"flow {flow.name!r} was trained for measurement noise std {flow.noise_std:g}, got "
                           f"{noise_std}; an amortized flow serves one noise level: re-train it with "
                           f"flow.noise_std: {s:g} in its config")
