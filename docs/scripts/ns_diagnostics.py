@@ -421,7 +421,8 @@ def gnd(n: int = 2, lam: float = 1.0, sample: bool = True, sigma_max: float = 0.
     the denoiser over the benchmark's symmetries of the flow (``GND_SYMMETRIES``).
     """
     torch.set_num_threads(1)
-    from geoinv.bench._navier_stokes import GND_SYMMETRIES, _metrics
+    from geoinv.bench._navier_stokes import _metrics
+    from geoinv.fluids import GND_SYMMETRIES
     from geoinv.fluids import gauss_newton_diffusion, multiscale_gauss_newton
     from geoinv.io import load_prior, load_shipped_prior
     from geoinv.operators import kolmogorov_symmetries
@@ -451,7 +452,7 @@ def gnd(n: int = 2, lam: float = 1.0, sample: bool = True, sigma_max: float = 0.
 
 def _benchmark_gnd_prior():
     """The shipped prior averaged over the benchmark's symmetries of the flow (the Gauss-Newton + diffusion row's)."""
-    from geoinv.bench._navier_stokes import GND_SYMMETRIES
+    from geoinv.fluids import GND_SYMMETRIES
     from geoinv.io import load_shipped_prior
     from geoinv.operators import kolmogorov_symmetries
     from geoinv.priors import SymmetrizedPrior
@@ -568,7 +569,7 @@ def symmetry(n: int = 32, sigmas=(0.02, 0.05, 0.1, 0.3, 1.0)) -> list[dict]:
     """Denoising MSE of the shipped prior on ``n`` validation fields, plain and averaged over the flow's symmetries
     (:class:`geoinv.priors.SymmetrizedPrior`: the 4 maps of the benchmark, and with x-shifts 0, 2, 4, 6)."""
     torch.set_num_threads(1)
-    from geoinv.bench._navier_stokes import GND_SYMMETRIES
+    from geoinv.fluids import GND_SYMMETRIES
     from geoinv.fluids import SCALE
     from geoinv.io import load_shipped_prior
     from geoinv.operators import kolmogorov_symmetries

@@ -106,13 +106,10 @@ WARM_SIGMA = 0.1
 WARM_NAME = "enkg from Gauss-Newton"
 #: diffusion posterior sampling in the Gauss-Newton linearization (geoinv.fluids.gauss_newton_diffusion), from the
 #: Gauss-Newton estimate: chains and steps (full, quick); sigma_max and lam = 1 are the function's defaults. The
-#: denoiser is averaged over GND_SYMMETRIES of the Kolmogorov flow (geoinv.priors.SymmetrizedPrior). Validation fields
-#: 0-7 of seed 2 (python docs/scripts/ns_diagnostics.py gnd 8), ensemble mean: 0.166 with 16 chains, sigma_max 0.1
+#: denoiser is averaged over geoinv.fluids.GND_SYMMETRIES of the Kolmogorov flow (geoinv.priors.SymmetrizedPrior).
+#: Validation fields 0-7 of seed 2 (python docs/scripts/ns_diagnostics.py gnd 8), ensemble mean: 0.166 with 16 chains, sigma_max 0.1
 #: and no averaging; 0.157 with sigma_max 0.2, 0.156 with 0.3; 0.152 with the 4 maps; 0.149 with 32 chains as well
 GND_BUDGET = ({"n_samples": 32, "num_steps": 40}, {"n_samples": 4, "num_steps": 10})
-#: the identity, the shift-reflection, the rotation by pi and their product (geoinv.operators.kolmogorov_symmetries);
-#: the x-shifts add nothing measurable (the U-Net is nearly shift-equivariant)
-GND_SYMMETRIES = {"x_shifts": (0,), "half_periods": (0, 1)}
 GND_NAME = "Gauss-Newton + diffusion (linearized)"
 ORACLE_NAME = f"oracle: the truth's scales k < {FINE_K}, nothing finer"
 
@@ -155,8 +152,8 @@ def run(*, quick: bool = False, n_test: int | None = None, seed: int = 0, progre
     (rel. L2 about 1: no skill) and, at noise 0, :func:`variational_fit` from that mean.
     """
     from geoinv.bench import markdown_table
-    from geoinv.fluids import (DEFAULT_ITERS, SCALE, GRFEnsemble, StationaryGaussian, gauss_newton_diffusion,
-                               load_fields, multiscale_gauss_newton)
+    from geoinv.fluids import (DEFAULT_ITERS, GND_SYMMETRIES, SCALE, GRFEnsemble, StationaryGaussian,
+                               gauss_newton_diffusion, load_fields, multiscale_gauss_newton)
     from geoinv.operators import kolmogorov_symmetries
     from geoinv.priors import SymmetrizedPrior
 

@@ -11,6 +11,9 @@
 * :func:`linearize`: a black box linearized at a field by finite differences along the whitened Fourier
   modes (one batched call), as a cheap differentiable :class:`Linearization` operator any sampler can run on;
   :func:`gauss_newton_diffusion` samples the diffusion posterior in it exactly.
+* :func:`assimilate`: one call from an observation to a posterior over the initial vorticity (the two above,
+  with the shipped diffusion prior averaged over the flow's symmetries), as a :class:`~geoinv.inference.Posterior`
+  of periodic grid signals.
 * :class:`DaskOperator`: map an ensemble's forward evaluations over a dask.distributed client.
 * :class:`EKI`: ensemble Kalman inversion (no diffusion prior), sharing EnKG's update.
 
@@ -18,13 +21,15 @@ Units: priors and operators work on normalized vorticity ``x = w / 10`` (``SCALE
 observations ``y`` are in physical vorticity units.
 """
 
+from geoinv.fluids._assimilate import ASSIMILATION_METHODS, GND_SYMMETRIES, assimilate
 from geoinv.fluids._data import SCALE, default_dir, generate, generate_splits, grid_signal, load_fields
 from geoinv.fluids._grf import GRFEnsemble, grf_torus
 from geoinv.fluids._gauss_newton import (DEFAULT_ITERS, DEFAULT_STAGES, GaussNewtonResult, Linearization,
                                          StationaryGaussian, fourier_basis, gauss_newton_diffusion, linearize, lowpass,
                                          multiscale_gauss_newton, stage_misfit_scale)
 
-__all__ = ["generate", "generate_splits", "load_fields", "grid_signal", "default_dir", "grf_torus", "GRFEnsemble", "SCALE",
+__all__ = ["assimilate", "ASSIMILATION_METHODS", "GND_SYMMETRIES", "generate", "generate_splits", "load_fields",
+           "grid_signal", "default_dir", "grf_torus", "GRFEnsemble", "SCALE",
            "StationaryGaussian", "multiscale_gauss_newton", "GaussNewtonResult", "fourier_basis", "lowpass",
            "gauss_newton_diffusion", "linearize", "Linearization", "stage_misfit_scale", "DEFAULT_STAGES",
            "DEFAULT_ITERS", "DaskOperator", "EKI"]

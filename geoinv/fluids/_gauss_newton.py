@@ -32,7 +32,7 @@ import time
 import torch
 from tqdm.auto import tqdm
 
-from geoinv.errors import ShapeError
+from geoinv.errors import NonFiniteError, ShapeError
 from geoinv.operators import Operator
 
 __all__ = ["StationaryGaussian", "fourier_basis", "lowpass", "multiscale_gauss_newton", "GaussNewtonResult",
@@ -205,7 +205,7 @@ def _measurement(y: torch.Tensor, operator, n: int) -> tuple[torch.Tensor, tuple
         raise ShapeError(f"the prior is for {n} x {n} fields but the operator takes {operator.n} x {operator.n}; fit "
                          f"StationaryGaussian on fields of the operator's resolution")
     if not torch.isfinite(y).all():
-        raise ValueError("y contains NaN or inf; mask or drop those measurements first")
+        raise NonFiniteError("y contains NaN or inf; mask or drop those measurements first")
     return y.reshape(1, -1).double(), shape
 
 

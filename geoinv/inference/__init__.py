@@ -33,8 +33,9 @@ class Posterior:
         Posterior standard deviation per point; None for methods without one.
     samples : Tensor or None
         Shape (S, N, C) for an unbatched input, (B, S, N, C) for a batched one.
-    mask : Tensor of bool
-        The observation mask used, shape (N,) or (B, N).
+    mask : Tensor of bool or None
+        The observation mask used, shape (N,) or (B, N); None when the measurement is not a mask (the
+        Navier-Stokes observation of :func:`geoinv.fluids.assimilate`).
     stats : dict
         ``method``, ``prior``, ``seconds`` (wall time), ``nfe`` (denoiser evaluations),
         ``n_forward`` (forward-model evaluations), ``forward_rounds``, ``n_samples``,
@@ -44,7 +45,7 @@ class Posterior:
     mean: Any
     std: Any
     samples: torch.Tensor | None
-    mask: torch.Tensor
+    mask: torch.Tensor | None
     stats: dict = field(default_factory=dict)
 
 
