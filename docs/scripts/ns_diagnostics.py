@@ -96,6 +96,12 @@ amplification is the flow's, not an under-resolution artefact of the 64x64 grid.
 
 Validation fields are ``geoinv.fluids.generate(N, 64, seed=2)``: neither the prior's training
 split (seed 0) nor the benchmark's test split (seed 1).
+
+``python docs/scripts/ns_diagnostics.py res128 [N] [REFINE] [CHAINS]``: the 128 x 128 option (64 x 64 observed values,
+noise 0) on N fresh validation fields: the benchmark's Gauss-Newton with the 64 x 64 solver as a surrogate on every
+other observed value, ``REFINE`` full-band Gauss-Newton steps through the 128 x 128 black box (the unknown on the
+64 x 64 grid, spectrally interpolated), then the linearized diffusion sampler there with the shipped prior; errors
+against the 128 x 128 truth, wall time per stage.
 """
 
 import json
@@ -164,10 +170,7 @@ def info(n: int = 8) -> None:
         print(f"{name}: energy fraction at max(|kx|, |ky|) >= 16 (beyond the 32x32 grid): {float(frac.mean()):.4f}")
 
     def up(y):  # spectral interpolation of the 32x32 samples to 64x64
-        yh = torch.fft.rfft2(y)
-        o = torch.zeros(y.shape[0], 64, 33, dtype=torch.complex128)
-        o[:, :16, :17], o[:, -16:, :17] = yh[:, :16, :17], yh[:, -16:, :17]
-        return torch.fft.irfft2(o, s=(64, 64)) * 4
+        return upsample(y, 64)
 
     def rel(a, b):
         return ((a - b).flatten(1).norm(dim=1) / b.flatten(1).norm(dim=1)).mean().item()
@@ -550,6 +553,76 @@ def hop(n: int = 2, noise: float = 1.0, rounds: int = 2, chains: int = 32) -> li
     return rows
 
 
+def upsample(f: torch.Tensor, m: int) -> torch.Tensor:
+    """Spectral interpolation of periodic fields (B, n, n) to (B, m, m), m >= n (float64)."""
+    n = f.shape[-1]
+    h = n // 2
+    fh = torch.fft.rfft2(f.double())
+    o = torch.zeros(f.shape[0], m, m // 2 + 1, dtype=torch.complex128)
+    o[:, :h, :h + 1], o[:, -h:, :h + 1] = fh[:, :h, :h + 1], fh[:, -h:, :h + 1]
+    return torch.fft.irfft2(o, s=(m, m)) * (m / n) ** 2
+
+
+class _Upsampled:
+    """A 128 x 128 black box seen from the 64 x 64 grid: ``x64 -> operator(upsample(x64, 128))`` (the unknown is
+    band-limited to the 64 grid's modes; the observation and the truth are the 128 x 128 ones)."""
+
+    def __init__(self, op128, n: int = 64):
+        self.op, self.n = op128, n
+        self.obs_shape, self.noise_std = op128.obs_shape, op128.noise_std
+
+    def __call__(self, x):
+        b = x.shape[0]
+        return self.op(upsample(x.reshape(b, self.n, self.n), self.op.n).reshape(b, -1, 1).to(x.dtype))
+
+
+def res128(n: int = 1, refine: int = 1, chains: int = 32) -> list[dict]:
+    """The 128 x 128 option (InverseBench's grid: 64 x 64 observed values, noise 0) on ``n`` fresh validation fields
+    (seed 2), multi-fidelity: the benchmark's Gauss-Newton with the 64 x 64 solver as a cheap surrogate on the
+    observation's every other value (the 32 x 32 points the 64 x 64 benchmark observes), then ``refine`` (0: none)
+    full-band Gauss-Newton steps through the 128 x 128 black box (the unknown kept on the 64 x 64 grid, spectrally interpolated),
+    then the benchmark's linearized diffusion sampler (``chains`` chains, the shipped 64 x 64 prior, symmetrized) in
+    the 128 x 128 black box linearized there. Errors against the 128 x 128 truth, with its oracle (k < 32)."""
+    from geoinv.bench._navier_stokes import BENCH_CFL, make_operator
+    from geoinv.fluids import SCALE, StationaryGaussian, gauss_newton_diffusion, generate, load_fields
+    from geoinv.fluids import multiscale_gauss_newton
+    from geoinv.metrics import band_relative_l2
+    from geoinv.operators import NavierStokes2D, NavierStokesObservation
+
+    gauss = StationaryGaussian.fit(load_fields("train", 64).double() / SCALE)
+    prior = _benchmark_gnd_prior()
+    op64 = make_operator(0.0)
+    lifted = _Upsampled(NavierStokesObservation(128, solver=NavierStokes2D(128, cfl=BENCH_CFL)))
+    w = generate(n, 128, seed=2).double()
+    rows = []
+    for i in range(n):
+        x = w[i:i + 1] / SCALE
+        y = lifted.op(x.reshape(1, -1, 1))                                      # (1, 4096, 1), noise 0
+
+        def err(v, x=x):
+            return round(float((upsample(v.reshape(1, 64, 64), 128) - x).norm() / x.norm()), 4)
+
+        t0 = time.perf_counter()
+        gn = multiscale_gauss_newton(y.reshape(1, 64, 64)[:, ::2, ::2].reshape(1, -1), op64, gauss, progress=False)
+        t1 = time.perf_counter()
+        fine = (multiscale_gauss_newton(y, lifted, gauss, stages=((21, 0.0),), iters=refine, x_start=gn.x,
+                                        progress=False) if refine else gn)
+        t2 = time.perf_counter()
+        res = gauss_newton_diffusion(y, lifted, gauss, prior, fine.x, n_samples=chains, progress=False,
+                                     generator=torch.Generator().manual_seed(i))
+        t3 = time.perf_counter()
+        row = {"field": i, "oracle_k<32": round(float(band_relative_l2(torch.zeros_like(x), x, (0, 32))[0, 1]), 4),
+               "gn64_rel_l2": err(gn.x), "refined_rel_l2": err(fine.x), "gnd_mean_rel_l2": err(res.mean),
+               "gnd_sample_rel_l2": round(sum(err(s) for s in res.samples) / chains, 4),
+               "spread_over_error": round(float(res.std.pow(2).mean().sqrt()
+                                                / (upsample(res.mean.reshape(1, 64, 64), 128) - x).pow(2).mean().sqrt()), 3),
+               "solves_64": gn.n_forward, "solves_128": (fine.n_forward if refine else 0) + res.n_forward,
+               "s_gn64": round(t1 - t0), "s_refine": round(t2 - t1), "s_gnd": round(t3 - t2)}
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    return rows
+
+
 def oracle(n: int = 4) -> None:
     """The error of an estimate that knows every mode the observation grid resolves and nothing finer, i.e. the
     truth's share beyond it (relative L2): at 64 x 64 (32 x 32 observed: k < 16) and at 128 x 128 (the reference
@@ -737,6 +810,8 @@ if __name__ == "__main__":
         basin(*[c(v) for c, v in zip((int, float, int), args)])
     elif cmd == "hop":  # hop [N] [NOISE] [ROUNDS] [CHAINS]
         hop(*[c(v) for c, v in zip((int, float, int, int), args)])
+    elif cmd == "res128":  # res128 [N] [REFINE] [CHAINS]
+        res128(*[int(v) for v in args[:3]])
     elif cmd == "oracle":  # oracle [N]
         oracle(*[int(v) for v in args[:1]])
     elif cmd == "symmetry":  # symmetry [N]
