@@ -425,8 +425,7 @@ def gnd(n: int = 2, lam: float = 1.0, sample: bool = True, sigma_max: float = 0.
     """
     torch.set_num_threads(1)
     from geoinv.bench._navier_stokes import _metrics
-    from geoinv.fluids import GND_SYMMETRIES
-    from geoinv.fluids import gauss_newton_diffusion, multiscale_gauss_newton
+    from geoinv.fluids import GND_SYMMETRIES, gauss_newton_diffusion, multiscale_gauss_newton
     from geoinv.io import load_prior, load_shipped_prior
     from geoinv.operators import kolmogorov_symmetries
     from geoinv.priors import SymmetrizedPrior
@@ -580,12 +579,12 @@ def res128(n: int = 1, refine: int = 1, chains: int = 32) -> list[dict]:
     """The 128 x 128 option (InverseBench's grid: 64 x 64 observed values, noise 0) on ``n`` fresh validation fields
     (seed 2), multi-fidelity: the benchmark's Gauss-Newton with the 64 x 64 solver as a cheap surrogate on the
     observation's every other value (the 32 x 32 points the 64 x 64 benchmark observes), then ``refine`` (0: none)
-    full-band Gauss-Newton steps through the 128 x 128 black box (the unknown kept on the 64 x 64 grid, spectrally interpolated),
-    then the benchmark's linearized diffusion sampler (``chains`` chains, the shipped 64 x 64 prior, symmetrized) in
+    full-band Gauss-Newton steps through the 128 x 128 black box (the unknown kept on the 64 x 64 grid, spectrally
+    interpolated), then the benchmark's linearized diffusion sampler (``chains`` chains, the shipped 64 x 64 prior, symmetrized) in
     the 128 x 128 black box linearized there. Errors against the 128 x 128 truth, with its oracle (k < 32)."""
     from geoinv.bench._navier_stokes import BENCH_CFL, make_operator
-    from geoinv.fluids import SCALE, StationaryGaussian, gauss_newton_diffusion, generate, load_fields
-    from geoinv.fluids import multiscale_gauss_newton
+    from geoinv.fluids import (SCALE, StationaryGaussian, gauss_newton_diffusion, generate, load_fields,
+                               multiscale_gauss_newton)
     from geoinv.metrics import band_relative_l2
     from geoinv.operators import NavierStokes2D, NavierStokesObservation
 
@@ -642,8 +641,7 @@ def symmetry(n: int = 32, sigmas=(0.02, 0.05, 0.1, 0.3, 1.0)) -> list[dict]:
     """Denoising MSE of the shipped prior on ``n`` validation fields, plain and averaged over the flow's symmetries
     (:class:`geoinv.priors.SymmetrizedPrior`: the 4 maps of the benchmark, and with x-shifts 0, 2, 4, 6)."""
     torch.set_num_threads(1)
-    from geoinv.fluids import GND_SYMMETRIES
-    from geoinv.fluids import SCALE
+    from geoinv.fluids import GND_SYMMETRIES, SCALE
     from geoinv.io import load_shipped_prior
     from geoinv.operators import kolmogorov_symmetries
     from geoinv.priors import SymmetrizedPrior

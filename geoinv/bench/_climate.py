@@ -231,11 +231,12 @@ def _uk(quick: bool, n_test: int | None, seed: int, progress: bool, img_dir: Pat
                       seed, progress, keep_b)
     sub = np.arange(0, len(steps), max(1, len(steps) // (12 if not quick else 3)))
     for tag, g, nz, keep in (("(a)", gappy_a, noise_k, keep_a), ("(b)", gappy_b, None, keep_b)):
-        if learned(nz):  # costly: a subsample of the scored hours, side by side with the classical methods
+        lm = learned(nz)
+        if lm:  # costly: a subsample of the scored hours, side by side with the classical methods
             lk = {}
             rows += _run_case(f"{tag} learned-method subset", truth.isel(time=sub), g.isel(time=sub), weights,
-                              UK_RANGE, [methods[0], methods[2]] + learned(nz), nz, seed, progress, lk)
-            for k in [m for m, _, _ in learned(nz)]:
+                              UK_RANGE, [methods[0], methods[2]] + lm, nz, seed, progress, lk)
+            for k in [m for m, _, _ in lm]:
                 keep[k] = lk[k]
                 keep[k + "_sub"] = sub
     # calibration check inside the training period: fit on the first 90 %, score the last 10 % of training hours

@@ -107,8 +107,9 @@ WARM_NAME = "enkg from Gauss-Newton"
 #: diffusion posterior sampling in the Gauss-Newton linearization (geoinv.fluids.gauss_newton_diffusion), from the
 #: Gauss-Newton estimate: chains and steps (full, quick); sigma_max and lam = 1 are the function's defaults. The
 #: denoiser is averaged over geoinv.fluids.GND_SYMMETRIES of the Kolmogorov flow (geoinv.priors.SymmetrizedPrior).
-#: Validation fields 0-7 of seed 2 (python docs/scripts/ns_diagnostics.py gnd 8), ensemble mean: 0.166 with 16 chains, sigma_max 0.1
-#: and no averaging; 0.157 with sigma_max 0.2, 0.156 with 0.3; 0.152 with the 4 maps; 0.149 with 32 chains as well
+#: Validation fields 0-7 of seed 2 (python docs/scripts/ns_diagnostics.py gnd 8), ensemble mean: 0.166 with 16
+#: chains, sigma_max 0.1 and no averaging; 0.157 with sigma_max 0.2, 0.156 with 0.3; 0.152 with the 4 maps; 0.149
+#: with 32 chains as well
 GND_BUDGET = ({"n_samples": 32, "num_steps": 40}, {"n_samples": 4, "num_steps": 10})
 GND_NAME = "Gauss-Newton + diffusion (linearized)"
 ORACLE_NAME = f"oracle: the truth's scales k < {FINE_K}, nothing finer"

@@ -24,7 +24,8 @@ from geoinv.flows._solve import flow_for_prior, solve_with_flow
 
 __all__ = [
     "ConditionalFlow", "FlowConfig", "Conditioning", "latent_basis", "dsm_bound", "gaussian_dsm_term", "flow_loss", "simulate_measurements",
-    "save_flow", "load_flow", "load_shipped_flow", "has_shipped_flow", "shipped_flow_noise_std", "serves_noise", "list_shipped_flows", "solve_with_flow",
+    "save_flow", "load_flow", "load_shipped_flow", "has_shipped_flow", "shipped_flow_noise_std", "serves_noise",
+    "list_shipped_flows", "solve_with_flow",
     "flow_for_prior", "fit_flow", "distill_student", "train_flow", "evaluate_flow", "FlowOptimConfig", "FlowTrainConfig", "load_flow_config",
 ]
 
