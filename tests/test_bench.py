@@ -3,6 +3,7 @@
 import math
 
 import numpy as np
+import pytest
 import torch
 import trimesh
 
@@ -87,6 +88,37 @@ def test_run_puts_pictures_beside_the_output_file(tmp_path, monkeypatch):
     assert seen["img_dir"] == tmp_path / "sub" / "img"
     text = out.read_text()
     assert "drawn" in text and "plain" in text and (tmp_path / "sub" / "bench-draw.json").exists()
+
+
+def test_every_task_resolves_to_a_runner_and_unknown_tasks_are_refused():
+    import inspect
+
+    import geoinv.bench as bench
+    from geoinv.bench import _navier_stokes
+
+    for name in bench.TASKS:
+        params = inspect.signature(bench._task(name)).parameters
+        assert {"quick", "n_test", "seed", "progress"} <= set(params), name
+    assert bench._task("navier-stokes-10") is _navier_stokes.run_noise_free
+    with pytest.raises(ValueError, match="unknown benchmark"):
+        bench._task("navier")
+
+
+def test_navier_stokes_10_is_the_noise_free_run_on_ten_fields(monkeypatch):
+    from geoinv.bench import _navier_stokes
+
+    seen = {}
+
+    def fake_run(**kw):
+        seen.update(kw)
+        return {"rows": [], "markdown": "table"}
+
+    monkeypatch.setattr(_navier_stokes, "run", fake_run)
+    res = _navier_stokes.run_noise_free(progress=False)
+    assert (seen["n_test"], seen["noise_levels"], seen["img_dir"]) == (10, (0.0,), None)
+    assert res["markdown"].endswith("table") and "10 held-out fields" in res["markdown"]
+    _navier_stokes.run_noise_free(quick=True, progress=False)
+    assert seen["n_test"] == 1 and seen["quick"]
 
 
 def test_navier_stokes_picture_puts_error_maps_on_one_range(tmp_path, monkeypatch):

@@ -538,6 +538,105 @@ def test_assimilate_input_errors():
         assimilate(y[:, :15], op, prior=prior, gauss=g, progress=False)
 
 
+def _trig_field(n, modes=((1, 2, 0.7), (-3, 1, -0.4), (0, 3, 1.1), (2, 0, 0.5))):
+    """A real trigonometric polynomial sampled on the n x n grid of [0, 2 pi)^2 (rows = y), float64."""
+    t = 2 * math.pi * torch.arange(n, dtype=torch.float64) / n
+    w = 0.3 + sum(a * torch.cos(ky * t[:, None] + kx * t[None, :] + 0.2 * kx) for ky, kx, a in modes)
+    return w[None]
+
+
+def test_spectral_resample_interpolates_band_limited_fields_exactly():
+    from geoinv.operators import spectral_resample
+
+    f = _trig_field(12)
+    f0 = f.clone()
+    for m in (12, 16, 30, 7, 8):   # up, down (to a grid that still resolves |k| <= 3), odd and even
+        assert torch.allclose(spectral_resample(f, m), _trig_field(m), atol=1e-12), m
+    assert torch.equal(f, f0) and spectral_resample(f.float(), 16).dtype == torch.float32
+    # up and back down is the identity for a field of the coarse band; down keeps exactly the coarse band's modes
+    w = _smooth_field(16).double()[None]
+    back = spectral_resample(spectral_resample(w, 40), 16)
+    fh = torch.fft.fft2(w)
+    k = torch.fft.fftfreq(16, 1 / 16).abs()
+    fh[:, (k[:, None] >= 8) | (k[None, :] >= 8)] = 0      # the Nyquist row and column have no partner: dropped
+    band = torch.fft.ifft2(fh).real
+    assert torch.allclose(back, band, atol=1e-12)
+    low = spectral_resample(w, 6)
+    fh[:, (k[:, None] >= 3) | (k[None, :] >= 3)] = 0
+    assert torch.allclose(spectral_resample(low, 16), torch.fft.ifft2(fh).real, atol=1e-12)
+    with pytest.raises(ShapeError, match="square"):
+        spectral_resample(torch.zeros(1, 4, 6), 8)
+
+
+def test_coarse_navier_stokes_observation_is_a_surrogate_of_the_fine_one():
+    from geoinv.errors import NotDifferentiableError
+    from geoinv.operators import SpectralLift
+    from geoinv.operators._navier_stokes import kolmogorov_forcing
+
+    fine = NavierStokesObservation(32, t_final=0.2, stride=2, noise_std=0.5, solver=NavierStokes2D(32, cfl=0.5))
+    coarse = fine.at_resolution(16)
+    assert (coarse.n, coarse.stride, coarse.t_final, coarse.noise_std, coarse.solver.cfl) == (16, 2, 0.2, 0.5, 0.5)
+    assert torch.allclose(coarse.solver.forcing, kolmogorov_forcing(16), atol=1e-13)
+    # a field of few modes: both grids resolve it, so the coarse operator sees the fine operator's every other
+    # observed value (y[::2, ::2]) up to the coarse grid's truncation of the flow (1 % over 0.2 time units here)
+    x = (_trig_field(16, ((1, 1, 2.0), (0, 2, -1.5), (1, -1, 1.0))) / 10).reshape(1, -1, 1)
+    lift = SpectralLift(fine, 16)
+    yf, yc = lift(x).reshape(16, 16), coarse(x).reshape(8, 8)
+
+    def rel(a):
+        return float((a - yc).norm() / yc.norm())
+    assert rel(yf[::2, ::2]) < 0.02 and min(rel(yf[1::2, ::2]), rel(yf[::2, 1::2])) > 0.2   # the right points
+    assert (lift.obs_shape, lift.noise_std, lift.n) == ((16, 16), 0.5, 16)
+    with pytest.raises(NotDifferentiableError):
+        lift(x.clone().requires_grad_(True))
+    with pytest.raises(ShapeError, match="grid size"):
+        SpectralLift(fine, 64)
+
+
+def test_assimilate_multi_fidelity_path_equals_its_steps_and_recovers_the_field():
+    """A prior for a coarser grid than the operator's: surrogate Gauss-Newton, refining steps through the fine black
+    box, the linearized sampler there; the posterior on the fine grid."""
+    from geoinv.errors import DomainMismatchError
+    from geoinv.fluids import StationaryGaussian, assimilate, gauss_newton_diffusion, multiscale_gauss_newton
+    from geoinv.operators import SpectralLift, spectral_resample
+    from geoinv.priors import GaussianPrior
+
+    m, n = 8, 16
+    fields = torch.stack([_smooth_field(m, seed=s) for s in range(60)]).double() / 10
+    g = StationaryGaussian.fit(fields)
+    flat = fields.reshape(60, -1)
+    prior = GaussianPrior(flat.mean(0)[:, None], torch.cov(flat.T) + 1e-6 * torch.eye(m * m, dtype=torch.float64))
+    op = NavierStokesObservation(n, t_final=0.1, solver=NavierStokes2D(n, cfl=0.5))
+    xt = (_smooth_field(m, seed=99) / 10).double()
+    y = op(spectral_resample(xt[None], n).reshape(1, -1, 1)).double()
+    y0 = y.clone()
+    gn_kw, kw = {"stages": ((1, 1.0), (2, 0.0)), "iters": 3}, {"num_steps": 6, "sigma_max": 0.3}
+    post = assimilate(y, op, prior=prior, gauss=g, n_samples=4, symmetries=False, progress=False, refine=1,
+                      generator=torch.Generator().manual_seed(0), **gn_kw, **kw)
+    assert torch.equal(y, y0)
+    # by hand: the coarse surrogate on every other observed value, one full-band step through the lifted black box
+    coarse = multiscale_gauss_newton(y.reshape(1, 8, 8)[:, ::2, ::2].reshape(1, -1), op.at_resolution(m), g,
+                                     progress=False, **gn_kw)
+    lift = SpectralLift(op, m)
+    gn = multiscale_gauss_newton(y, lift, g, stages=((m // 3, 0.0),), iters=1, x_start=coarse.x, progress=False)
+    res = gauss_newton_diffusion(y, lift, g, prior, gn.x, n_samples=4, progress=False,
+                                 generator=torch.Generator().manual_seed(0), **kw)
+    assert torch.allclose(post.samples, lift.lift(res.samples.double()), atol=1e-12)
+    assert post.mean.values.shape == (1, 1, n, n) and post.stats["grid"] == m
+    assert (post.stats["n_forward_surrogate"], post.stats["n_forward"]) == (coarse.n_forward,
+                                                                            gn.n_forward + res.n_forward)
+    # the estimate: the surrogate alone is off by the coarse solver's model error, the fine steps remove most of it
+    def err(v):
+        return float((v.reshape(m, m) - xt).norm() / xt.norm())
+    got = float((post.mean.values.double().reshape(n, n) - spectral_resample(xt[None], n)[0]).norm() / xt.norm())
+    assert err(gn.x) < 0.6 * err(coarse.x) and got < 0.1, (err(coarse.x), err(gn.x), got)
+    # a prior for a grid that does not divide the operator's, or a black box without a coarse surrogate
+    with pytest.raises(DomainMismatchError, match="multi-fidelity"):
+        assimilate(torch.zeros(1, 36), NavierStokesObservation(12, t_final=0.1), prior=prior, gauss=g, progress=False)
+    with pytest.raises(DomainMismatchError, match="multi-fidelity"):
+        assimilate(torch.zeros(1, 16), _LinearGridObservation(), prior=prior, gauss=_stationary(4), progress=False)
+
+
 def test_gauss_newton_diffusion_input_errors():
     from geoinv.fluids import gauss_newton_diffusion
     from geoinv.priors import GaussianPrior

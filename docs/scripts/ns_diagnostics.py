@@ -97,6 +97,9 @@ amplification is the flow's, not an under-resolution artefact of the 64x64 grid.
 Validation fields are ``geoinv.fluids.generate(N, 64, seed=2)``: neither the prior's training
 split (seed 0) nor the benchmark's test split (seed 1).
 
+``python docs/scripts/ns_diagnostics.py jac128 [N] [DIRECTIONS]``: whether the 64 x 64 scheme's directional derivatives
+of the 128 x 128 observation match the 128 x 128 scheme's (the multi-fidelity path's missing shortcut).
+
 ``python docs/scripts/ns_diagnostics.py res128 [N] [REFINE] [CHAINS]``: the 128 x 128 option (64 x 64 observed values,
 noise 0) on N fresh validation fields: the benchmark's Gauss-Newton with the 64 x 64 solver as a surrogate on every
 other observed value, ``REFINE`` full-band Gauss-Newton steps through the 128 x 128 black box (the unknown on the
@@ -155,7 +158,7 @@ def horizon(n: int = 2, j: int = 64, horizons=(0.05, 0.25, 0.5, 1.0), radius: fl
 def info(n: int = 8) -> None:
     torch.set_num_threads(1)
     from geoinv.fluids import load_fields
-    from geoinv.operators import NavierStokes2D
+    from geoinv.operators import NavierStokes2D, spectral_resample
 
     w = load_fields("test", 64)[:n].double()
     fw = NavierStokes2D(64, cfl=0.5, dtype=torch.float64)
@@ -170,7 +173,7 @@ def info(n: int = 8) -> None:
         print(f"{name}: energy fraction at max(|kx|, |ky|) >= 16 (beyond the 32x32 grid): {float(frac.mean()):.4f}")
 
     def up(y):  # spectral interpolation of the 32x32 samples to 64x64
-        return upsample(y, 64)
+        return spectral_resample(y, 64)
 
     def rel(a, b):
         return ((a - b).flatten(1).norm(dim=1) / b.flatten(1).norm(dim=1)).mean().item()
@@ -552,57 +555,37 @@ def hop(n: int = 2, noise: float = 1.0, rounds: int = 2, chains: int = 32) -> li
     return rows
 
 
-def upsample(f: torch.Tensor, m: int) -> torch.Tensor:
-    """Spectral interpolation of periodic fields (B, n, n) to (B, m, m), m >= n (float64)."""
-    n = f.shape[-1]
-    h = n // 2
-    fh = torch.fft.rfft2(f.double())
-    o = torch.zeros(f.shape[0], m, m // 2 + 1, dtype=torch.complex128)
-    o[:, :h, :h + 1], o[:, -h:, :h + 1] = fh[:, :h, :h + 1], fh[:, -h:, :h + 1]
-    return torch.fft.irfft2(o, s=(m, m)) * (m / n) ** 2
-
-
-class _Upsampled:
-    """A 128 x 128 black box seen from the 64 x 64 grid: ``x64 -> operator(upsample(x64, 128))`` (the unknown is
-    band-limited to the 64 grid's modes; the observation and the truth are the 128 x 128 ones)."""
-
-    def __init__(self, op128, n: int = 64):
-        self.op, self.n = op128, n
-        self.obs_shape, self.noise_std = op128.obs_shape, op128.noise_std
-
-    def __call__(self, x):
-        b = x.shape[0]
-        return self.op(upsample(x.reshape(b, self.n, self.n), self.op.n).reshape(b, -1, 1).to(x.dtype))
-
-
-def res128(n: int = 1, refine: int = 1, chains: int = 32) -> list[dict]:
+def res128(n: int = 1, refine: int = 2, chains: int = 32) -> list[dict]:
     """The 128 x 128 option (InverseBench's grid: 64 x 64 observed values, noise 0) on ``n`` fresh validation fields
-    (seed 2), multi-fidelity: the benchmark's Gauss-Newton with the 64 x 64 solver as a cheap surrogate on the
-    observation's every other value (the 32 x 32 points the 64 x 64 benchmark observes), then ``refine`` (0: none)
-    full-band Gauss-Newton steps through the 128 x 128 black box (the unknown kept on the 64 x 64 grid, spectrally
-    interpolated), then the benchmark's linearized diffusion sampler (``chains`` chains, the shipped 64 x 64 prior, symmetrized) in
-    the 128 x 128 black box linearized there. Errors against the 128 x 128 truth, with its oracle (k < 32)."""
-    from geoinv.bench._navier_stokes import BENCH_CFL, make_operator
+    (seed 2): the multi-fidelity path of ``geoinv.fluids.assimilate`` with the shipped 64 x 64 prior, step by step
+    (tests/test_fluids.py checks that ``assimilate`` gives the same samples): the benchmark's Gauss-Newton with the
+    64 x 64 solver as a cheap surrogate on the observation's every other value (the 32 x 32 points the 64 x 64
+    benchmark observes), then ``refine`` (0: none) full-band Gauss-Newton steps through the 128 x 128 black box (the
+    unknown kept on the 64 x 64 grid, spectrally interpolated), then the benchmark's linearized diffusion sampler
+    (``chains`` chains, the prior symmetrized) in the 128 x 128 black box linearized there. Errors against the
+    128 x 128 truth, with its oracle (k < 32)."""
+    from geoinv.bench._navier_stokes import BENCH_CFL
     from geoinv.fluids import (SCALE, StationaryGaussian, gauss_newton_diffusion, generate, load_fields,
                                multiscale_gauss_newton)
     from geoinv.metrics import band_relative_l2
-    from geoinv.operators import NavierStokes2D, NavierStokesObservation
+    from geoinv.operators import NavierStokes2D, NavierStokesObservation, SpectralLift
 
     gauss = StationaryGaussian.fit(load_fields("train", 64).double() / SCALE)
     prior = _benchmark_gnd_prior()
-    op64 = make_operator(0.0)
-    lifted = _Upsampled(NavierStokesObservation(128, solver=NavierStokes2D(128, cfl=BENCH_CFL)))
+    op = NavierStokesObservation(128, solver=NavierStokes2D(128, cfl=BENCH_CFL))
+    lifted = SpectralLift(op, 64)
     w = generate(n, 128, seed=2).double()
     rows = []
     for i in range(n):
         x = w[i:i + 1] / SCALE
-        y = lifted.op(x.reshape(1, -1, 1))                                      # (1, 4096, 1), noise 0
+        y = op(x.reshape(1, -1, 1))                                               # (1, 4096, 1), noise 0
 
         def err(v, x=x):
-            return round(float((upsample(v.reshape(1, 64, 64), 128) - x).norm() / x.norm()), 4)
+            return round(float((lifted.lift(v.reshape(-1, 64 * 64, 1))[0, :, 0] - x.flatten()).norm() / x.norm()), 4)
 
         t0 = time.perf_counter()
-        gn = multiscale_gauss_newton(y.reshape(1, 64, 64)[:, ::2, ::2].reshape(1, -1), op64, gauss, progress=False)
+        gn = multiscale_gauss_newton(y.reshape(1, 64, 64)[:, ::2, ::2].reshape(1, -1), op.at_resolution(64), gauss,
+                                     progress=False)
         t1 = time.perf_counter()
         fine = (multiscale_gauss_newton(y, lifted, gauss, stages=((21, 0.0),), iters=refine, x_start=gn.x,
                                         progress=False) if refine else gn)
@@ -610,15 +593,61 @@ def res128(n: int = 1, refine: int = 1, chains: int = 32) -> list[dict]:
         res = gauss_newton_diffusion(y, lifted, gauss, prior, fine.x, n_samples=chains, progress=False,
                                      generator=torch.Generator().manual_seed(i))
         t3 = time.perf_counter()
+        up = lifted.lift(res.samples.double())[:, :, 0]
         row = {"field": i, "oracle_k<32": round(float(band_relative_l2(torch.zeros_like(x), x, (0, 32))[0, 1]), 4),
                "gn64_rel_l2": err(gn.x), "refined_rel_l2": err(fine.x), "gnd_mean_rel_l2": err(res.mean),
                "gnd_sample_rel_l2": round(sum(err(s) for s in res.samples) / chains, 4),
-               "spread_over_error": round(float(res.std.pow(2).mean().sqrt()
-                                                / (upsample(res.mean.reshape(1, 64, 64), 128) - x).pow(2).mean().sqrt()), 3),
+               "spread_over_error": round(float(up.std(0).pow(2).mean().sqrt()
+                                                / (up.mean(0) - x.flatten()).pow(2).mean().sqrt()), 3),
                "solves_64": gn.n_forward, "solves_128": (fine.n_forward if refine else 0) + res.n_forward,
                "s_gn64": round(t1 - t0), "s_refine": round(t2 - t1), "s_gnd": round(t3 - t2)}
         print(json.dumps(row), flush=True)
         rows.append(row)
+    return rows
+
+
+def jac128(n: int = 2, directions: int = 12) -> list[dict]:
+    """Can the 64 x 64 scheme stand in for the 128 x 128 one's Jacobian? On ``n`` fresh validation fields (seed 2),
+    at the truth's part on the 64 x 64 grid and 30 % of its norm away along a prior draw: the two schemes' observations
+    of the 128 x 128 problem (64 x 64 values; the coarse scheme observes every point of its grid) and their
+    directional derivatives (finite differences, step 0.1 in normalized units) along ``directions`` prior draws."""
+    from geoinv.bench._navier_stokes import BENCH_CFL
+    from geoinv.fluids import SCALE, StationaryGaussian, fourier_basis, generate, load_fields
+    from geoinv.operators import NavierStokes2D, NavierStokesObservation, SpectralLift, spectral_resample
+
+    gauss = StationaryGaussian.fit(load_fields("train", 64).double() / SCALE)
+    fine = SpectralLift(NavierStokesObservation(128, solver=NavierStokes2D(128, cfl=BENCH_CFL)), 64)
+    coarse = NavierStokesObservation(64, stride=1, solver=NavierStokes2D(64, cfl=BENCH_CFL))
+    b = fourier_basis(64, 21)
+    g = torch.Generator().manual_seed(0)
+
+    def draw(k):  # prior draws (k, 64, 64), zero mean
+        v = gauss.apply_sqrt(torch.einsum("kp,pij->kij", torch.randn(k, b.shape[0], generator=g, dtype=torch.float64), b))
+        return v - v.mean((1, 2), keepdim=True)
+
+    def both(x):
+        x = x.reshape(-1, 64 * 64, 1)
+        return fine(x.float()).double(), coarse(x.float()).double()
+
+    w = generate(n, 128, seed=2).double() / SCALE
+    rows = []
+    for i in range(n):
+        x0 = spectral_resample(w[i:i + 1], 64)
+        for away in (0.0, 0.3):
+            d = draw(1)
+            x = x0 + away * d * x0.norm() / d.norm()
+            yf, yc = both(x)
+            v = draw(directions)
+            v = 0.1 * v / v.flatten(1).std(1)[:, None, None]
+            df, dc = both(x + v)
+            df, dc = (df - yf) / 0.1, (dc - yc) / 0.1
+            rel = (dc - df).flatten(1).norm(dim=1) / df.flatten(1).norm(dim=1)
+            cos = (dc * df).flatten(1).sum(1) / dc.flatten(1).norm(dim=1) / df.flatten(1).norm(dim=1)
+            row = {"field": i, "away": away, "output_difference": round(float((yc - yf).norm() / yf.norm()), 3),
+                   "jacobian_direction_rel_error": [round(float(r), 3) for r in rel],
+                   "cosine": [round(float(c), 3) for c in cos]}
+            print(json.dumps(row), flush=True)
+            rows.append(row)
     return rows
 
 
@@ -810,6 +839,8 @@ if __name__ == "__main__":
         hop(*[c(v) for c, v in zip((int, float, int, int), args)])
     elif cmd == "res128":  # res128 [N] [REFINE] [CHAINS]
         res128(*[int(v) for v in args[:3]])
+    elif cmd == "jac128":  # jac128 [N] [DIRECTIONS]
+        jac128(*[int(v) for v in args[:2]])
     elif cmd == "oracle":  # oracle [N]
         oracle(*[int(v) for v in args[:1]])
     elif cmd == "symmetry":  # symmetry [N]

@@ -85,13 +85,15 @@ def header(task: str, command: str, info: dict) -> str:
     )
 
 
-#: task name -> private module of geoinv.bench defining ``run(quick, n_test, seed, progress) -> dict``
+#: task name -> private module of geoinv.bench defining ``run(quick, n_test, seed, progress) -> dict`` (or
+#: ``module:function`` for another function of that signature)
 TASKS = {
     "bunny-mnist": "_bunny",
     "prior": "_prior",
     "sphere": "_sphere",
     "climate": "_climate",
     "navier-stokes": "_navier_stokes",
+    "navier-stokes-10": "_navier_stokes:run_noise_free",
 }
 
 
@@ -100,8 +102,9 @@ def _task(task: str) -> Callable:
 
     if task not in TASKS:
         raise ValueError(f"unknown benchmark {task!r}; available: {', '.join(TASKS)}")
+    module, _, name = TASKS[task].partition(":")
     try:
-        return importlib.import_module(f"geoinv.bench.{TASKS[task]}").run
+        return getattr(importlib.import_module(f"geoinv.bench.{module}"), name or "run")
     except ModuleNotFoundError as exc:
         raise ValueError(f"benchmark {task!r} is not available in this version ({exc})") from exc
 

@@ -13,7 +13,7 @@
   :func:`gauss_newton_diffusion` samples the diffusion posterior in it exactly.
 * :func:`assimilate`: one call from an observation to a posterior over the initial vorticity (the two above,
   with the shipped diffusion prior averaged over the flow's symmetries), as a :class:`~geoinv.inference.Posterior`
-  of periodic grid signals.
+  of periodic grid signals; on a finer grid than the prior's (128 x 128 with the 64 x 64 prior) multi-fidelity.
 * :class:`DaskOperator`: map an ensemble's forward evaluations over a dask.distributed client.
 * :class:`EKI`: ensemble Kalman inversion (no diffusion prior), sharing EnKG's update.
 

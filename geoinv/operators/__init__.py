@@ -33,8 +33,10 @@ __all__ = [
     "adjointness_error",
     "NavierStokes2D",
     "NavierStokesObservation",
+    "SpectralLift",
     "kolmogorov_symmetries",
     "kolmogorov_symmetry_maps",
+    "spectral_resample",
 ]
 
 
@@ -308,5 +310,5 @@ def adjointness_error(op: Operator, x_shape: tuple[int, ...], generator: torch.G
     return abs(lhs - rhs) / max(float(ax.norm() * y.norm()), 1e-300)
 
 
-from geoinv.operators._navier_stokes import (NavierStokes2D, NavierStokesObservation,  # noqa: E402
-                                              kolmogorov_symmetries, kolmogorov_symmetry_maps)
+from geoinv.operators._navier_stokes import (NavierStokes2D, NavierStokesObservation, SpectralLift,  # noqa: E402
+                                              kolmogorov_symmetries, kolmogorov_symmetry_maps, spectral_resample)

@@ -30,8 +30,45 @@ import torch
 from geoinv.errors import NonFiniteError, ShapeError
 from geoinv.operators import Operator
 
-__all__ = ["NavierStokes2D", "NavierStokesObservation", "kolmogorov_forcing", "kolmogorov_symmetries", "kolmogorov_symmetry_maps",
-           "taylor_green"]
+__all__ = ["NavierStokes2D", "NavierStokesObservation", "SpectralLift", "kolmogorov_forcing", "kolmogorov_symmetries",
+           "kolmogorov_symmetry_maps", "spectral_resample", "taylor_green"]
+
+
+def _band_index(n: int, h: int, device=None) -> torch.Tensor:
+    """FFT indices of the wavenumbers ``|k| < h`` on an ``n``-point axis (non-negative first)."""
+    return torch.cat([torch.arange(h, device=device), torch.arange(n - h + 1, n, device=device)])
+
+
+def spectral_resample(w: torch.Tensor, m: int) -> torch.Tensor:
+    """Resample periodic fields to an ``m x m`` grid by trigonometric interpolation (Fourier zero-padding or truncation).
+
+    The Fourier modes with ``|kx|, |ky| < min(n, m) / 2`` are kept with their amplitudes, all others (including the
+    Nyquist modes of an even grid, which have no symmetric partner) are zero. So a field whose modes all lie in that
+    band is sampled exactly on the new grid, and ``spectral_resample(spectral_resample(w, m), n)`` returns such a field
+    unchanged for ``m >= n``.
+
+    Parameters
+    ----------
+    w : Tensor, shape (B, n, n)
+        Real periodic fields on a square grid; not modified.
+    m : int
+        The new grid size (larger: interpolation; smaller: the fields' low-pass part).
+
+    Returns
+    -------
+    Tensor, shape (B, m, m), dtype of ``w``
+    """
+    if w.dim() != 3 or w.shape[1] != w.shape[2]:
+        raise ShapeError(f"w must be square periodic fields (B, n, n), got {tuple(w.shape)}")
+    n, m = w.shape[-1], int(m)
+    if m < 2:
+        raise ValueError(f"m must be at least 2, got {m}")
+    h = (min(n, m) + 1) // 2
+    src, dst = _band_index(n, h, w.device), _band_index(m, h, w.device)
+    wh = torch.fft.fft2(w.to(torch.float64))[:, src][:, :, src]
+    out = torch.zeros(w.shape[0], m, m, dtype=wh.dtype, device=w.device)
+    out[:, dst[:, None], dst[None, :]] = wh * (m / n) ** 2
+    return torch.fft.ifft2(out).real.to(w.dtype)
 
 
 def kolmogorov_forcing(n: int, *, amplitude: float = -4.0, k: int = 4, dtype=torch.float64,
@@ -181,6 +218,12 @@ class NavierStokes2D:
                 raise ShapeError(f"forcing must have shape ({self.n}, {self.n}), got {tuple(f.shape)}")
             self.forcing = f
         self._consts: dict = {}
+
+    def at_resolution(self, m: int) -> "NavierStokes2D":
+        """The same equations (viscosity, step rule, forcing resampled by :func:`spectral_resample`) on an ``m x m`` grid."""
+        f = None if self.forcing is None else spectral_resample(self.forcing[None], m)[0]
+        return NavierStokes2D(m, reynolds=self.reynolds, forcing=f, cfl=self.cfl, dt_max=self.dt_max, dtype=self.dtype,
+                              max_steps=self.max_steps)
 
     @property
     def h(self) -> float:
@@ -387,6 +430,17 @@ class NavierStokesObservation(Operator):
         """``(N / stride, N / stride)``."""
         return (self.n // self.stride, self.n // self.stride)
 
+    def at_resolution(self, m: int) -> "NavierStokesObservation":
+        """The same observation (time, stride, noise, scale) with its solver on an ``m x m`` grid.
+
+        With ``r = N / m`` an integer it observes every ``r``-th of this operator's points:
+        ``y.reshape(obs_shape)[::r, ::r]`` (a cheaper, less accurate surrogate for ``m < N``; see
+        :func:`geoinv.fluids.assimilate`).
+        """
+        return NavierStokesObservation(m, t_final=self.t_final, stride=self.stride, noise_std=self.noise_std,
+                                       scale=self.scale, differentiable=self.differentiable,
+                                       solver=self.solver.at_resolution(m))
+
     def localization(self, radius: float):
         """A :class:`~geoinv.samplers.Localization` for EnKG: the unknown's grid and the observed points on the torus."""
         from geoinv.samplers import Localization
@@ -413,3 +467,48 @@ class NavierStokesObservation(Operator):
     def __repr__(self) -> str:
         return (f"NavierStokesObservation(resolution={self.n}, t_final={self.t_final:g}, stride={self.stride}, "
                 f"noise_std={self.noise_std:g}, scale={self.scale:g}, differentiable={self.differentiable})")
+
+
+class SpectralLift(Operator):
+    """A forward model on an ``N x N`` periodic grid seen from a coarser ``m x m`` grid: ``x -> A(resample(x, N))``.
+
+    The unknown is kept on the coarse grid (where a prior was trained) and interpolated spectrally
+    (:func:`spectral_resample`: the modes ``|k| < m / 2``) before every call of the fine black box ``A``; e.g. the
+    128 x 128 Navier-Stokes problem with the 64 x 64 prior. Only calls ``A``; no gradients are needed.
+
+    Parameters
+    ----------
+    operator : Operator
+        The fine black box, (B, N * N, 1) -> (B, M, 1), with an int grid size ``n`` (``N``); ``obs_shape`` and
+        ``noise_std`` are passed through.
+    m : int
+        The coarse grid size, ``m <= N``.
+    """
+
+    def __init__(self, operator, m: int):
+        big = getattr(operator, "n", None)
+        if not isinstance(big, int) or not 2 <= int(m) <= big:
+            raise ShapeError(f"SpectralLift needs an operator with an int grid size n >= m; got n={big!r}, m={m!r}")
+        self.operator, self.n = operator, int(m)
+        self.differentiable = bool(getattr(operator, "differentiable", True))   # a black box stays one
+
+    @property
+    def noise_std(self) -> float:
+        return float(getattr(self.operator, "noise_std", 0.0) or 0.0)
+
+    @property
+    def obs_shape(self):
+        return getattr(self.operator, "obs_shape", None)
+
+    def lift(self, x: torch.Tensor) -> torch.Tensor:
+        """Coarse fields (B, m * m, 1) -> fine fields (B, N * N, 1), same dtype."""
+        if x.dim() != 3 or x.shape[1:] != (self.n * self.n, 1):
+            raise ShapeError(f"x must have shape (B, {self.n * self.n}, 1), got {tuple(x.shape)}")
+        big = self.operator.n
+        return spectral_resample(x.reshape(-1, self.n, self.n), big).reshape(x.shape[0], big * big, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.operator(self.lift(x))
+
+    def __repr__(self) -> str:
+        return f"SpectralLift({self.operator!r}, m={self.n})"
