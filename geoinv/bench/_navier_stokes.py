@@ -170,7 +170,7 @@ def run(*, quick: bool = False, n_test: int | None = None, seed: int = 0, progre
     w_train = load_fields("train", RESOLUTION)
     stationary = StationaryGaussian.fit(w_train.double() / SCALE)
     x_mean = stationary.mean.reshape(1, -1, 1)
-    grf = GRFEnsemble(RESOLUTION, std=float(w_train.std()))   # EKI's prior amplitude: the training fields', as every prior
+    grf = GRFEnsemble(RESOLUTION, std=float(w_train.std()))   # EKI's prior amplitude: the training fields
     methods = make_methods(quick, budgets)
     var_iters = VAR_ITERS[1 if quick else 0]
     gnd_prior = SymmetrizedPrior(prior, *kolmogorov_symmetries(RESOLUTION, **GND_SYMMETRIES))

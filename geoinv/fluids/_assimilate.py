@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from geoinv.errors import DomainMismatchError, NonFiniteError, ShapeError
+from geoinv.errors import DomainMismatchError, ShapeError
 
 log = logging.getLogger(__name__)
 
@@ -112,9 +112,7 @@ def assimilate(y: Any, operator, *, prior: Any = "navier-stokes", gauss=None, me
     y = torch.as_tensor(y)
     if y.shape == shape:
         y = y[None]
-    if not torch.isfinite(y).all():
-        raise NonFiniteError("y contains NaN or inf; the observation must be complete (drop or fill those values first)")
-    y = _measurement(y, operator, n)[0]
+    y = _measurement(y, operator, n)[0]          # (1, M) float64; ShapeError / NonFiniteError on a bad y
     both = {"sigma": options.pop("sigma")} if "sigma" in options else {}
     gn_opts = {**both, **{k: options.pop(k) for k in ("iters", "stages") if k in options}}
     gnd_opts = {**both, **{k: options.pop(k) for k in ("sigma_max", "num_steps", "lam", "band") if k in options}}
@@ -126,7 +124,8 @@ def assimilate(y: Any, operator, *, prior: Any = "navier-stokes", gauss=None, me
     if isinstance(prior, str) and (sampling or gauss is None):  # the Gauss-Newton alone only needs the prior's grid
         from geoinv.io import load_shipped_prior
 
-        prior_obj = resolve_prior(prior, grid_signal(torch.zeros(1, n, n))) if prior == "auto" else load_shipped_prior(prior)
+        prior_obj = (resolve_prior(prior, grid_signal(torch.zeros(1, n, n))) if prior == "auto"
+                     else load_shipped_prior(prior))
     if sampling and prior_obj is None:
         raise ValueError("method='gauss-newton-diffusion' needs a diffusion prior (e.g. prior='navier-stokes')")
     m = _grid_of(prior_obj if not isinstance(prior_obj, str) else None, gauss, n)
@@ -143,7 +142,8 @@ def assimilate(y: Any, operator, *, prior: Any = "navier-stokes", gauss=None, me
     if gauss is None:
         gauss = StationaryGaussian.fit(load_fields("train", m).double() / SCALE)
     t0 = time.perf_counter()
-    stats = {"method": method, "prior": getattr(prior_obj, "name", None) if sampling else None, "n_samples": 1, "grid": m,
+    stats = {"method": method, "prior": getattr(prior_obj, "name", None) if sampling else None, "n_samples": 1,
+             "grid": m,
              "noise_std": float(getattr(operator, "noise_std", 0.0) or 0.0), "n_forward_surrogate": 0, "nfe": 0}
     target = operator
     if m == n:
@@ -159,8 +159,8 @@ def assimilate(y: Any, operator, *, prior: Any = "navier-stokes", gauss=None, me
         stats.update(n_forward_surrogate=coarse.n_forward, n_forward=gn.n_forward if refine else 0,
                      forward_rounds=coarse.forward_rounds + (gn.forward_rounds if refine else 0))
     stats["gauss_newton_seconds"] = time.perf_counter() - t0
-    log.info("assimilate: Gauss-Newton in %.0f s (%d + %d surrogate forward evaluations)", stats["gauss_newton_seconds"],
-             stats["n_forward"], stats["n_forward_surrogate"])
+    log.info("assimilate: Gauss-Newton in %.0f s (%d + %d surrogate forward evaluations)",
+             stats["gauss_newton_seconds"], stats["n_forward"], stats["n_forward_surrogate"])
     if not sampling:
         samples = gn.x
     else:

@@ -40,7 +40,8 @@ def _band_index(n: int, h: int, device=None) -> torch.Tensor:
 
 
 def spectral_resample(w: torch.Tensor, m: int) -> torch.Tensor:
-    """Resample periodic fields to an ``m x m`` grid by trigonometric interpolation (Fourier zero-padding or truncation).
+    """Resample periodic fields to an ``m x m`` grid by trigonometric interpolation (Fourier zero-padding or
+    truncation).
 
     The Fourier modes with ``|kx|, |ky| < min(n, m) / 2`` are kept with their amplitudes, all others (including the
     Nyquist modes of an even grid, which have no symmetric partner) are zero. So a field whose modes all lie in that
@@ -220,7 +221,8 @@ class NavierStokes2D:
         self._consts: dict = {}
 
     def at_resolution(self, m: int) -> "NavierStokes2D":
-        """The same equations (viscosity, step rule, forcing resampled by :func:`spectral_resample`) on an ``m x m`` grid."""
+        """The same equations (viscosity, step rule, forcing resampled by :func:`spectral_resample`) on an ``m x m``
+        grid."""
         f = None if self.forcing is None else spectral_resample(self.forcing[None], m)[0]
         return NavierStokes2D(m, reynolds=self.reynolds, forcing=f, cfl=self.cfl, dt_max=self.dt_max, dtype=self.dtype,
                               max_steps=self.max_steps)
