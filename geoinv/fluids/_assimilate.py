@@ -128,7 +128,7 @@ def assimilate(y: Any, operator, *, prior: Any = "navier-stokes", gauss=None, me
                      else load_shipped_prior(prior))
     if sampling and prior_obj is None:
         raise ValueError("method='gauss-newton-diffusion' needs a diffusion prior (e.g. prior='navier-stokes')")
-    m = _grid_of(prior_obj if not isinstance(prior_obj, str) else None, gauss, n)
+    m = _grid_of(prior_obj, gauss, n)   # a prior left as a name only when gauss is given, which sets the grid
     if m != n and (m > n or n % m or not hasattr(operator, "at_resolution")):
         fp = getattr(prior_obj, "fingerprint", None) or f"a {m} x {m} grid"
         raise DomainMismatchError(
@@ -143,8 +143,8 @@ def assimilate(y: Any, operator, *, prior: Any = "navier-stokes", gauss=None, me
         gauss = StationaryGaussian.fit(load_fields("train", m).double() / SCALE)
     t0 = time.perf_counter()
     stats = {"method": method, "prior": getattr(prior_obj, "name", None) if sampling else None, "n_samples": 1,
-             "grid": m,
-             "noise_std": float(getattr(operator, "noise_std", 0.0) or 0.0), "n_forward_surrogate": 0, "nfe": 0}
+             "grid": m, "noise_std": float(getattr(operator, "noise_std", 0.0) or 0.0), "n_forward_surrogate": 0,
+             "nfe": 0}
     target = operator
     if m == n:
         gn = multiscale_gauss_newton(y, operator, gauss, progress=progress, **gn_opts)
