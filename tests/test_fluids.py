@@ -421,6 +421,62 @@ def test_linearize_reproduces_a_linear_black_box_and_its_tangent_has_the_adjoint
         assert linearize(op, StationaryGaussian(g.mean, std), xs, band=3).jac.shape[0] == p
 
 
+class _QuadraticGridObservation(_LinearGridObservation):
+    """A smooth nonlinear black box: the linear one plus 0.2 times its square."""
+
+    def __call__(self, x):
+        v = super().__call__(x)
+        return v + 0.2 * v**2
+
+
+def test_broyden_gauss_newton_reaches_the_linear_map_and_keeps_the_secant_condition():
+    from geoinv.fluids import broyden_gauss_newton, fourier_basis, linearize
+
+    g, op = _stationary(), _LinearGridObservation()
+    y = op(g.to_x(torch.randn(8, 8, generator=torch.Generator().manual_seed(3),
+                              dtype=torch.float64)).reshape(1, 64, 1))
+    y = y + 0.3 * torch.randn(1, 16, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    b = fourier_basis(8, 3)
+    start = g.to_x(torch.einsum("p,pij->ij", 3 * torch.randn(49, generator=torch.Generator().manual_seed(5),
+                                                             dtype=torch.float64), b)).reshape(1, 64, 1)
+    # the exact MAP over the band (as in the Gauss-Newton test above)
+    cols = op(g.apply_sqrt(b).reshape(-1, 64, 1))
+    a = torch.linalg.solve(cols @ cols.T / 0.09 + torch.eye(49, dtype=torch.float64),
+                           -(cols @ (op(g.mean.reshape(1, 64, 1)) - y)[0]) / 0.09)
+    x_map = g.to_x(torch.einsum("p,pij->ij", a, b))
+    lin = linearize(op, g, start, band=3)
+    y0, jac0 = y.clone(), lin.jac.clone()
+    out = broyden_gauss_newton(y, op, lin, iters=30, progress=False)
+    assert torch.equal(y, y0) and torch.equal(lin.jac, jac0)                         # inputs untouched
+    assert float((out.x_start - x_map).norm() / x_map.norm()) < 1e-6
+    # a linear map's secants are its Jacobian: the updates leave it as it was (up to round-off, amplified by the
+    # tiny last steps); each trial costs one evaluation
+    assert float((out.jac - jac0).abs().max()) < 1e-6 * float(jac0.abs().max())
+    assert out.n_forward - lin.n_forward == out.forward_rounds - lin.forward_rounds > 0
+    assert torch.allclose(out.y_start, op(out.x_start.reshape(1, 64, 1))[0])
+
+    # a nonlinear black box: one accepted step fixes the Jacobian along the step (the secant) and nowhere else
+    qop = _QuadraticGridObservation()
+    qlin = linearize(qop, g, start, band=3)
+    one = broyden_gauss_newton(y, qop, qlin, iters=1, progress=False)
+    step = one.xi_start - qlin.xi_start
+    assert float(step.norm()) > 0.1
+    assert torch.allclose(step @ one.jac, one.y_start - qlin.y_start, atol=1e-10)
+    ortho = torch.randn(3, step.shape[0], generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    ortho = ortho - (ortho @ step)[:, None] * step / step.pow(2).sum()
+    assert torch.allclose(ortho @ one.jac, ortho @ qlin.jac, atol=1e-10)
+
+    def phi(lz):
+        return float(((lz.y_start - y[0]) / 0.3).pow(2).sum() + lz.xi_start.pow(2).sum())
+
+    more = broyden_gauss_newton(y, qop, qlin, iters=10, progress=False)
+    assert phi(more) < phi(one) < phi(qlin)
+    with pytest.raises(TypeError, match="Linearization"):
+        broyden_gauss_newton(y, qop, qop, progress=False)
+    with pytest.raises(ValueError, match="iters"):
+        broyden_gauss_newton(y, qop, qlin, iters=-1, progress=False)
+
+
 class _LinearGaussianCase:
     """The stationary Gaussian's exact prior with the linear black box on the 8 x 8 torus, and its closed-form
     posterior: where the linearization is exact and the Gaussian prior's denoiser is exact."""
@@ -470,6 +526,14 @@ def test_gauss_newton_diffusion_samples_the_exact_linear_gaussian_posterior():
         # Monte-Carlo error of a 2000-sample mean: 0.022 posterior stds per point; 40 Karras steps add a little
         assert float(z.pow(2).mean().sqrt()) < 0.15 and float(z.abs().max()) < 0.35
         assert 0.9 < float((r.std[:, 0][ok] / post_sd[ok]).mean()) < 1.15
+    # a linearization passed as the operator is used as it is: the same samples, no black-box evaluation
+    from geoinv.fluids import linearize
+
+    kw = {"n_samples": 50, "sigma_max": 1.0, "sigma": noise, "band": 3, "num_steps": 8, "progress": False}
+    ref = gauss_newton_diffusion(y, op, g, prior, x_start, generator=torch.Generator().manual_seed(1), **kw)
+    own = gauss_newton_diffusion(y, linearize(op, g, x_start, band=3), g, prior, x_start,
+                                 generator=torch.Generator().manual_seed(1), **kw)
+    assert torch.allclose(own.samples, ref.samples, atol=1e-9) and (own.n_forward, own.forward_rounds) == (0, 0)
     # the mode instead of draws: the mean stays, the spread collapses
     r = gauss_newton_diffusion(y, op, g, prior, x_start, n_samples=500, sigma_max=1.0, sigma=0.02, band=3,
                                sample=False, progress=False, generator=torch.Generator().manual_seed(0))
@@ -597,7 +661,8 @@ def test_assimilate_multi_fidelity_path_equals_its_steps_and_recovers_the_field(
     """A prior for a coarser grid than the operator's: surrogate Gauss-Newton, refining steps through the fine black
     box, the linearized sampler there; the posterior on the fine grid."""
     from geoinv.errors import DomainMismatchError
-    from geoinv.fluids import StationaryGaussian, assimilate, gauss_newton_diffusion, multiscale_gauss_newton
+    from geoinv.fluids import (StationaryGaussian, assimilate, broyden_gauss_newton, gauss_newton_diffusion, linearize,
+                               multiscale_gauss_newton)
     from geoinv.operators import SpectralLift, spectral_resample
     from geoinv.priors import GaussianPrior
 
@@ -612,24 +677,26 @@ def test_assimilate_multi_fidelity_path_equals_its_steps_and_recovers_the_field(
     y0 = y.clone()
     gn_kw, kw = {"stages": ((1, 1.0), (2, 0.0)), "iters": 3}, {"num_steps": 6, "sigma_max": 0.3}
     post = assimilate(y, op, prior=prior, gauss=g, n_samples=4, symmetries=False, progress=False, refine=1,
-                      generator=torch.Generator().manual_seed(0), **gn_kw, **kw)
+                      broyden=3, generator=torch.Generator().manual_seed(0), **gn_kw, **kw)
     assert torch.equal(y, y0)
-    # by hand: the coarse surrogate on every other observed value, one full-band step through the lifted black box
+    # by hand: the coarse surrogate on every other observed value, then a fresh Jacobian of the lifted black box and
+    # three secant-updated steps with it
     coarse = multiscale_gauss_newton(y.reshape(1, 8, 8)[:, ::2, ::2].reshape(1, -1), op.at_resolution(m), g,
                                      progress=False, **gn_kw)
     lift = SpectralLift(op, m)
-    gn = multiscale_gauss_newton(y, lift, g, stages=((m // 3, 0.0),), iters=1, x_start=coarse.x, progress=False)
-    res = gauss_newton_diffusion(y, lift, g, prior, gn.x, n_samples=4, progress=False,
+    lin = broyden_gauss_newton(y, lift, linearize(lift, g, coarse.x), iters=3, progress=False)
+    gn = lin.x_start.reshape(1, -1, 1)
+    res = gauss_newton_diffusion(y, lift, g, prior, gn, n_samples=4, progress=False,
                                  generator=torch.Generator().manual_seed(0), **kw)
     assert torch.allclose(post.samples, lift.lift(res.samples.double()), atol=1e-12)
     assert post.mean.values.shape == (1, 1, n, n) and post.stats["grid"] == m
     assert (post.stats["n_forward_surrogate"], post.stats["n_forward"]) == (coarse.n_forward,
-                                                                            gn.n_forward + res.n_forward)
+                                                                            lin.n_forward + res.n_forward)
     # the estimate: the surrogate alone is off by the coarse solver's model error, the fine steps remove most of it
     def err(v):
         return float((v.reshape(m, m) - xt).norm() / xt.norm())
     got = float((post.mean.values.double().reshape(n, n) - spectral_resample(xt[None], n)[0]).norm() / xt.norm())
-    assert err(gn.x) < 0.6 * err(coarse.x) and got < 0.1, (err(coarse.x), err(gn.x), got)
+    assert err(gn) < 0.6 * err(coarse.x) and got < 0.1, (err(coarse.x), err(gn), got)
     # a prior for a grid that does not divide the operator's, or a black box without a coarse surrogate
     with pytest.raises(DomainMismatchError, match="multi-fidelity"):
         assimilate(torch.zeros(1, 36), NavierStokesObservation(12, t_final=0.1), prior=prior, gauss=g, progress=False)

@@ -100,11 +100,12 @@ split (seed 0) nor the benchmark's test split (seed 1).
 ``python docs/scripts/ns_diagnostics.py jac128 [N] [DIRECTIONS] [STEP]``: whether the 64 x 64 scheme's directional derivatives
 of the 128 x 128 observation match the 128 x 128 scheme's (the multi-fidelity path's missing shortcut).
 
-``python docs/scripts/ns_diagnostics.py res128 [N] [REFINE] [CHAINS]``: the 128 x 128 option (64 x 64 observed values,
-noise 0) on N fresh validation fields: the benchmark's Gauss-Newton with the 64 x 64 solver as a surrogate on every
-other observed value, ``REFINE`` full-band Gauss-Newton steps through the 128 x 128 black box (the unknown on the
-64 x 64 grid, spectrally interpolated), then the linearized diffusion sampler there with the shipped prior; errors
-against the 128 x 128 truth, wall time per stage.
+``python docs/scripts/ns_diagnostics.py res128 [N] [REFINE] [CHAINS] [BROYDEN] [FIRST] [FRESH]``: the 128 x 128 option
+(64 x 64 observed values, noise 0) on N fresh validation fields: the benchmark's Gauss-Newton with the 64 x 64 solver
+as a surrogate on every other observed value, ``REFINE`` rounds through the 128 x 128 black box (the unknown on the
+64 x 64 grid, spectrally interpolated), each a fresh Jacobian and ``BROYDEN`` secant-updated steps, then the
+linearized diffusion sampler there with the shipped prior; errors against the 128 x 128 truth, wall time per stage.
+``FIRST`` (fine / a band K / coarse) and ``FRESH`` (1 / 0) measure cheaper Jacobians.
 """
 
 import json
@@ -555,18 +556,24 @@ def hop(n: int = 2, noise: float = 1.0, rounds: int = 2, chains: int = 32) -> li
     return rows
 
 
-def res128(n: int = 1, refine: int = 2, chains: int = 32) -> list[dict]:
+def res128(n: int = 1, refine: int = 2, chains: int = 32, broyden: int = 8, first: str = "fine",
+           fresh: int = 1) -> list[dict]:
     """The 128 x 128 option (InverseBench's grid: 64 x 64 observed values, noise 0) on ``n`` fresh validation fields
     (seed 2): the multi-fidelity path of ``geoinv.fluids.assimilate`` with the shipped 64 x 64 prior, step by step
     (tests/test_fluids.py checks that ``assimilate`` gives the same samples): the benchmark's Gauss-Newton with the
     64 x 64 solver as a cheap surrogate on the observation's every other value (the 32 x 32 points the 64 x 64
-    benchmark observes), then ``refine`` (0: none) full-band Gauss-Newton steps through the 128 x 128 black box (the
-    unknown kept on the 64 x 64 grid, spectrally interpolated), then the benchmark's linearized diffusion sampler
-    (``chains`` chains, the prior symmetrized) in the 128 x 128 black box linearized there. Errors against the
-    128 x 128 truth, with its oracle (k < 32)."""
+    benchmark observes), then ``refine`` (0: none) rounds through the 128 x 128 black box (the unknown kept on the
+    64 x 64 grid, spectrally interpolated), each a fresh full-band Jacobian and ``broyden`` secant-updated steps with
+    it, then the benchmark's linearized diffusion sampler (``chains`` chains, the prior symmetrized) in the 128 x 128
+    black box linearized there. Errors against the 128 x 128 truth, with its oracle (k < 32).
+
+    Cheaper variants, to measure what they cost in accuracy: ``first`` sets the first round's Jacobian ("fine"; an
+    int K: the fine one in the band ``max(|kx|, |ky|) <= K`` only; "coarse": the 64 x 64 scheme's Jacobian of the
+    128 x 128 observation, about 20x cheaper), and ``fresh = 0`` samples in the last round's secant-updated
+    linearization instead of a fresh one (one Jacobian fewer)."""
     from geoinv.bench._navier_stokes import BENCH_CFL
-    from geoinv.fluids import (SCALE, StationaryGaussian, gauss_newton_diffusion, generate, load_fields,
-                               multiscale_gauss_newton)
+    from geoinv.fluids import (SCALE, Linearization, StationaryGaussian, broyden_gauss_newton, gauss_newton_diffusion,
+                               generate, linearize, load_fields, multiscale_gauss_newton)
     from geoinv.metrics import band_relative_l2
     from geoinv.operators import NavierStokes2D, NavierStokesObservation, SpectralLift
 
@@ -574,6 +581,7 @@ def res128(n: int = 1, refine: int = 2, chains: int = 32) -> list[dict]:
     prior = _benchmark_gnd_prior()
     op = NavierStokesObservation(128, solver=NavierStokes2D(128, cfl=BENCH_CFL))
     lifted = SpectralLift(op, 64)
+    coarse_full = NavierStokesObservation(64, stride=1, solver=NavierStokes2D(64, cfl=BENCH_CFL))
     w = generate(n, 128, seed=2).double()
     rows = []
     for i in range(n):
@@ -587,19 +595,28 @@ def res128(n: int = 1, refine: int = 2, chains: int = 32) -> list[dict]:
         gn = multiscale_gauss_newton(y.reshape(1, 64, 64)[:, ::2, ::2].reshape(1, -1), op.at_resolution(64), gauss,
                                      progress=False)
         t1 = time.perf_counter()
-        fine = (multiscale_gauss_newton(y, lifted, gauss, stages=((21, 0.0),), iters=refine, x_start=gn.x,
-                                        progress=False) if refine else gn)
+        xv, lin, solves, errs = gn.x, None, 0, []
+        for r in range(refine):
+            if r == 0 and first == "coarse":  # the coarse scheme's Jacobian, the fine black box's value
+                lc = linearize(coarse_full, gauss, xv)
+                lin = Linearization(lc.x_start, lifted(xv)[0].double().flatten(), lc.jac, lc.basis, lc.mode_std,
+                                    lc.mean, lc.out_shape, 1, 1, 0.0, lc.obs_shape)
+            else:
+                lin = linearize(lifted, gauss, xv, band=int(first) if r == 0 and first != "fine" else None)
+            lin = broyden_gauss_newton(y, lifted, lin, iters=broyden, progress=False)
+            xv, solves = lin.x_start.reshape(1, -1, 1), solves + lin.n_forward
+            errs.append(err(xv))
         t2 = time.perf_counter()
-        res = gauss_newton_diffusion(y, lifted, gauss, prior, fine.x, n_samples=chains, progress=False,
-                                     generator=torch.Generator().manual_seed(i))
+        res = gauss_newton_diffusion(y, lifted if fresh or lin is None else lin, gauss, prior, xv, n_samples=chains,
+                                     progress=False, generator=torch.Generator().manual_seed(i))
         t3 = time.perf_counter()
         up = lifted.lift(res.samples.double())[:, :, 0]
         row = {"field": i, "oracle_k<32": round(float(band_relative_l2(torch.zeros_like(x), x, (0, 32))[0, 1]), 4),
-               "gn64_rel_l2": err(gn.x), "refined_rel_l2": err(fine.x), "gnd_mean_rel_l2": err(res.mean),
+               "gn64_rel_l2": err(gn.x), "refined_rel_l2": errs, "gnd_mean_rel_l2": err(res.mean),
                "gnd_sample_rel_l2": round(sum(err(s) for s in res.samples) / chains, 4),
                "spread_over_error": round(float(up.std(0).pow(2).mean().sqrt()
                                                 / (up.mean(0) - x.flatten()).pow(2).mean().sqrt()), 3),
-               "solves_64": gn.n_forward, "solves_128": (fine.n_forward if refine else 0) + res.n_forward,
+               "solves_64": gn.n_forward, "solves_128": solves + res.n_forward,
                "s_gn64": round(t1 - t0), "s_refine": round(t2 - t1), "s_gnd": round(t3 - t2)}
         print(json.dumps(row), flush=True)
         rows.append(row)
@@ -838,8 +855,8 @@ if __name__ == "__main__":
         basin(*[c(v) for c, v in zip((int, float, int), args)])
     elif cmd == "hop":  # hop [N] [NOISE] [ROUNDS] [CHAINS]
         hop(*[c(v) for c, v in zip((int, float, int, int), args)])
-    elif cmd == "res128":  # res128 [N] [REFINE] [CHAINS]
-        res128(*[int(v) for v in args[:3]])
+    elif cmd == "res128":  # res128 [N] [REFINE] [CHAINS] [BROYDEN] [FIRST] [FRESH]
+        res128(*[c(v) for c, v in zip((int, int, int, int, str, int), args)])
     elif cmd == "jac128":  # jac128 [N] [DIRECTIONS] [STEP]
         jac128(*[int(v) for v in args[:2]], *[float(v) for v in args[2:3]])
     elif cmd == "oracle":  # oracle [N]

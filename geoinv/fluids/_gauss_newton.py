@@ -36,8 +36,8 @@ from geoinv.errors import NonFiniteError, ShapeError
 from geoinv.operators import Operator
 
 __all__ = ["StationaryGaussian", "fourier_basis", "lowpass", "multiscale_gauss_newton", "GaussNewtonResult",
-           "gauss_newton_diffusion", "linearize", "Linearization", "stage_misfit_scale", "DEFAULT_STAGES",
-           "DEFAULT_ITERS"]
+           "gauss_newton_diffusion", "linearize", "Linearization", "broyden_gauss_newton", "stage_misfit_scale",
+           "DEFAULT_STAGES", "DEFAULT_ITERS"]
 
 log = logging.getLogger(__name__)
 
@@ -430,6 +430,74 @@ def linearize(operator, gauss: StationaryGaussian, x: torch.Tensor, *, band: int
                          getattr(operator, "obs_shape", None))
 
 
+def broyden_gauss_newton(y: torch.Tensor, operator, lin: Linearization, *, iters: int = 8,
+                         sigma: float | None = None, progress: bool = True) -> Linearization:
+    r"""Levenberg-Marquardt steps from a linearization's point, its Jacobian kept current by Broyden updates.
+
+    Minimises the full-band objective of :func:`multiscale_gauss_newton`'s last stage,
+    :math:`\tfrac{1}{2\sigma^2}\lVert A(x) - y\rVert^2 + \tfrac12\lVert\xi\rVert^2` over the whitened band
+    coordinates :math:`\xi` of ``lin``, starting at ``lin.x_start`` with ``lin.jac``. Each trial step costs **one**
+    black-box evaluation (where a Gauss-Newton step with a fresh Jacobian costs ``p + 1``), and every accepted
+    step :math:`\delta` updates the Jacobian by Broyden's rank-one secant correction
+    :math:`J \leftarrow J + \delta\,(A(x + \delta) - A(x) - \delta^\top J)^\top / \lVert\delta\rVert^2`.
+    This is the cheap way to correct an estimate whose Jacobian is dear, e.g. on the 128 x 128 grid, where one
+    Jacobian is 1,850 fine solves (docs/fluids.md).
+
+    Parameters
+    ----------
+    y : Tensor, shape (1, M) or (1, M, 1)
+        Measurement; not modified.
+    operator : Operator
+        The black box ``lin`` was taken of (only called, under ``torch.no_grad``).
+    lin : Linearization
+        Start point and Jacobian (:func:`linearize`).
+    iters : int
+        Accepted steps at most (each tries at most 8 dampings).
+    sigma : float, optional
+        Misfit scale in the units of ``y``; default ``max(operator.noise_std, 0.05)``.
+    progress : bool
+
+    Returns
+    -------
+    Linearization
+        At the last accepted point: ``y_start`` its exact black-box output, ``jac`` the updated Jacobian; its
+        ``n_forward`` and ``forward_rounds`` add this call's evaluations to ``lin``'s.
+    """
+    if not isinstance(lin, Linearization):
+        raise TypeError(f"lin must be a Linearization (geoinv.fluids.linearize), got {type(lin).__name__}")
+    y, _ = _measurement(y, operator, lin.n)
+    if iters < 0:
+        raise ValueError(f"iters must be >= 0, got {iters}")
+    sigma = _misfit_scale(sigma, operator)
+    counts = {"n": 0, "rounds": 0}
+    fwd = _counted(operator, lin.n, 256, counts)
+    b, s, jac = lin.basis, lin.mode_std, lin.jac.clone()
+    xi, x, out = lin.xi_start.clone(), lin.x_start.clone(), lin.y_start.clone()
+
+    def phi(out, xi):
+        return 0.5 * ((out - y[0]) / sigma).pow(2).sum() + 0.5 * xi.pow(2).sum()
+
+    lam, eye = 1e-2, torch.eye(b.shape[0], dtype=jac.dtype, device=jac.device)
+    with torch.no_grad():
+        for _ in tqdm(range(iters), disable=not progress, leave=False, desc="Broyden Gauss-Newton"):
+            js = jac / sigma
+            grad, hess, phi0 = js @ ((out - y[0]) / sigma) + xi, js @ js.T, phi(out, xi)
+            for _ in range(8):  # raise the damping until the objective falls
+                step = torch.linalg.solve(hess + (1 + lam) * eye, -grad)
+                xn = x + torch.einsum("p,pij->ij", step * s, b)
+                on = fwd(xn[None])[0]
+                if phi(on, xi + step) < phi0:
+                    jac += torch.outer(step, on - out - step @ jac) / step.pow(2).sum()
+                    xi, x, out, lam = xi + step, xn, on, max(lam / 3, 1e-6)
+                    break
+                lam *= 4
+            else:
+                break  # no damping lowers the objective: converged as far as this Jacobian can tell
+            log.info("Broyden Gauss-Newton: relative misfit %.4f", float((out - y[0]).norm() / y[0].norm()))
+    return Linearization(x, out, jac, b, s, lin.mean, lin.out_shape, lin.n_forward + counts["n"],
+                         lin.forward_rounds + counts["rounds"], lin.noise_std, lin.obs_shape)
+
+
 def gauss_newton_diffusion(y: torch.Tensor, operator, gauss: StationaryGaussian, prior, x_start: torch.Tensor, *,
                            n_samples: int = 16, sigma_max: float = 0.3, num_steps: int = 40, lam: float = 1.0,
                            sigma: float | None = None, band: int | None = None, fd_step: float = 0.1,
@@ -462,8 +530,10 @@ def gauss_newton_diffusion(y: torch.Tensor, operator, gauss: StationaryGaussian,
     ----------
     y : Tensor, shape (1, M) or (1, M, 1)
         Measurement on the grid ``operator.obs_shape``; not modified.
-    operator : Operator
-        Black box ``(B, n * n, 1) -> (B, M, ...)`` with ``obs_shape`` (only called, under ``torch.no_grad``).
+    operator : Operator or Linearization
+        Black box ``(B, n * n, 1) -> (B, M, ...)`` with ``obs_shape`` (only called, under ``torch.no_grad``), or a
+        :class:`Linearization` of one, used as it is (``band`` and ``fd_step`` then do not apply, and the result
+        counts no forward evaluations: they are the linearization's).
     gauss : StationaryGaussian
         Sets the whitened coordinates of the Jacobian and of the proximal step (not a prior here).
     prior : Prior
@@ -505,7 +575,9 @@ def gauss_newton_diffusion(y: torch.Tensor, operator, gauss: StationaryGaussian,
                          f"{num_steps}, {lam}, {sigma_min}, {sigma_max}")
     sigma = _misfit_scale(sigma, operator)
     t0 = time.perf_counter()
-    lin = linearize(operator, gauss, x_start.to(y.device), band=band, fd_step=fd_step, chunk=chunk)
+    given = isinstance(operator, Linearization)
+    lin = operator if given else linearize(operator, gauss, x_start.to(y.device), band=band, fd_step=fd_step,
+                                           chunk=chunk)
     jac, b, s = lin.jac, lin.basis, lin.mode_std
     hess = jac @ jac.T / sigma**2
     data = hess @ lin.xi_start - jac @ (lin.y_start - y[0]) / sigma**2
@@ -529,7 +601,8 @@ def gauss_newton_diffusion(y: torch.Tensor, operator, gauss: StationaryGaussian,
             x = x0 + sig[i + 1] * torch.randn(x0.shape, generator=generator, dtype=torch.float64, device=dev)
     samples = x0.reshape(n_samples, n * n, 1)
     return SampleResult(samples=samples, mean=samples.mean(0), std=samples.std(0) if n_samples > 1 else None,
-                        nfe=nfe, n_forward=lin.n_forward, forward_rounds=lin.forward_rounds,
+                        nfe=nfe, n_forward=0 if given else lin.n_forward,
+                        forward_rounds=0 if given else lin.forward_rounds,
                         seconds=time.perf_counter() - t0, method="gauss-newton-diffusion",
                         info={"sigma_max": sigma_max, "num_steps": num_steps, "lam": lam, "sigma": sigma,
                               "sample": sample, "modes": int(b.shape[0])})
