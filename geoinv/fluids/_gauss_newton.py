@@ -229,6 +229,20 @@ def _counted(operator, n: int, chunk: int, counts: dict):
     return fwd
 
 
+def _damped_step(hess: torch.Tensor, grad: torch.Tensor, phi0, lam: float, trial):
+    """One Levenberg-Marquardt step: solve ``(hess + (1 + lam) I) step = -grad``, raising the damping (x4, at most 8
+    tries) until ``trial(step) -> (objective, value)`` falls below ``phi0``. Returns ``(step, value, lam)`` with the
+    damping lowered (/3) after a success, or ``(None, None, lam)`` when no damping lowers the objective."""
+    eye = torch.eye(hess.shape[0], dtype=hess.dtype, device=hess.device)
+    for _ in range(8):
+        step = torch.linalg.solve(hess + (1 + lam) * eye, -grad)
+        phi, value = trial(step)
+        if phi < phi0:
+            return step, value, max(lam / 3, 1e-6)
+        lam *= 4
+    return None, None, lam
+
+
 def multiscale_gauss_newton(y: torch.Tensor, operator, prior: StationaryGaussian, *, stages=DEFAULT_STAGES,
                             iters=None, fd_step: float = 0.1, sigma: float | None = None,
                             x_start: torch.Tensor | None = None, chunk: int = 256,
@@ -303,14 +317,15 @@ def multiscale_gauss_newton(y: torch.Tensor, operator, prior: StationaryGaussian
                 phi0 = 0.5 * r[0].pow(2).sum() + 0.5 * xi.pow(2).sum()
                 hess = jac @ jac.T
                 grad = jac @ r[0] + (b * xi).sum((1, 2))
-                eye = torch.eye(p, dtype=hess.dtype, device=dev)
-                for _ in range(8):  # raise the damping until the objective falls
-                    xn = xi + torch.einsum("p,pij->ij", torch.linalg.solve(hess + (1 + lam) * eye, -grad), b)
+
+                def trial(step, xi=xi, b=b, kappa=kappa, sig=sig):
+                    xn = xi + torch.einsum("p,pij->ij", step, b)
                     rn = lowpass(fwd(prior.to_x(xn)[None]) - y, kappa, shape) / sig
-                    if 0.5 * rn.pow(2).sum() + 0.5 * xn.pow(2).sum() < phi0:
-                        xi, lam = xn, max(lam / 3, 1e-6)
-                        break
-                    lam *= 4
+                    return 0.5 * rn.pow(2).sum() + 0.5 * xn.pow(2).sum(), xn
+
+                step, xn, lam = _damped_step(hess, grad, phi0, lam, trial)
+                if step is not None:
+                    xi = xn
                 bar.update()
             mis = float((fwd(prior.to_x(xi)[None]) - y).norm() / y.norm().clamp_min(1e-300))
             trace.append({"K": k, "kappa": kappa, "p": p, "sigma": sig, "rel_misfit": mis, "lam": lam})
@@ -477,22 +492,21 @@ def broyden_gauss_newton(y: torch.Tensor, operator, lin: Linearization, *, iters
     def phi(out, xi):
         return 0.5 * ((out - y[0]) / sigma).pow(2).sum() + 0.5 * xi.pow(2).sum()
 
-    lam, eye = 1e-2, torch.eye(b.shape[0], dtype=jac.dtype, device=jac.device)
+    def trial(step):
+        xn = x + torch.einsum("p,pij->ij", step * s, b)
+        on = fwd(xn[None])[0]
+        return phi(on, xi + step), (xn, on)
+
+    lam = 1e-2
     with torch.no_grad():
         for _ in tqdm(range(iters), disable=not progress, leave=False, desc="Broyden Gauss-Newton"):
             js = jac / sigma
             grad, hess, phi0 = js @ ((out - y[0]) / sigma) + xi, js @ js.T, phi(out, xi)
-            for _ in range(8):  # raise the damping until the objective falls
-                step = torch.linalg.solve(hess + (1 + lam) * eye, -grad)
-                xn = x + torch.einsum("p,pij->ij", step * s, b)
-                on = fwd(xn[None])[0]
-                if phi(on, xi + step) < phi0:
-                    jac += torch.outer(step, on - out - step @ jac) / step.pow(2).sum()
-                    xi, x, out, lam = xi + step, xn, on, max(lam / 3, 1e-6)
-                    break
-                lam *= 4
-            else:
+            step, new, lam = _damped_step(hess, grad, phi0, lam, trial)
+            if step is None:
                 break  # no damping lowers the objective: converged as far as this Jacobian can tell
+            jac += torch.outer(step, new[1] - out - step @ jac) / step.pow(2).sum()
+            xi, (x, out) = xi + step, new
             log.info("Broyden Gauss-Newton: relative misfit %.4f", float((out - y[0]).norm() / y[0].norm()))
     return Linearization(x, out, jac, b, s, lin.mean, lin.out_shape, lin.n_forward + counts["n"],
                          lin.forward_rounds + counts["rounds"], lin.noise_std, lin.obs_shape)
