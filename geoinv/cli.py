@@ -123,7 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="reproduce a section of docs/benchmarks.md",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    b.add_argument("task", help="bunny-mnist | prior | sphere | climate | navier-stokes | navier-stokes-10")
+    b.add_argument("task", help="bunny-mnist | prior | sphere | climate | navier-stokes | navier-stokes-10 | "
+                                "navier-stokes-128")
     b.add_argument("--out", default="docs/benchmarks.md")
     b.add_argument("--quick", action="store_true", help="fewer test signals (smoke run; not for the docs)")
     b.add_argument("--n", type=int, default=None, help="number of test signals")

@@ -60,12 +60,14 @@ Gaussian's MAP leaves. ``SCALE``: guidance scale of the published update (2); ``
 ``LINEARIZED`` 1: EnKG on the black box linearized at the estimate (the forward model of ``gnd``); ``ODE``: EnKG's
 ``max_ode_steps`` (2; 1 = Tweedie).
 
-``python docs/scripts/ns_diagnostics.py gnd [N] [LAM] [SAMPLE] [SIGMA_MAX] [PASSES] [NOISE] [CHAINS] [PRIOR] [SYM]``:
+``python docs/scripts/ns_diagnostics.py gnd [N] [LAM] [SAMPLE] [SIGMA_MAX] [PASSES] [NOISE] [CHAINS] [PRIOR] [SYM]
+[BROYDEN]``:
 :func:`geoinv.fluids.gauss_newton_diffusion` (CHAINS chains, default 16, 40 steps) from the Gauss-Newton estimate on
 N validation fields: ensemble-mean and per-sample relative L2, spread / error; ``SAMPLE`` 0 takes the conditional's
 mode instead of a draw; ``PASSES`` > 1 re-linearizes at the previous mean; ``NOISE``: observation noise std
 (default 0); ``PRIOR``: a prior checkpoint path instead of the shipped prior (``-``: the shipped one); ``SYM`` 1:
-the denoiser averaged over the benchmark's symmetries of the flow. Prints the ensemble mean's error at scales
+the denoiser averaged over the benchmark's symmetries of the flow; ``BROYDEN`` > 0: that many secant-updated
+Gauss-Newton steps from a fresh Jacobian at the estimate before the sampler. Prints the ensemble mean's error at scales
 ``max(|kx|, |ky|) >= 16`` (finer than the observation grid) too.
 
 ``python docs/scripts/ns_diagnostics.py basin [N] [NOISE] [STEPS]``: why the noisy case stays far from the truth, on N
@@ -419,17 +421,20 @@ def floor(n: int = 2, resolution: int = 64, sigmas=(0.05, 0.001), fd_step: float
 
 
 def gnd(n: int = 2, lam: float = 1.0, sample: bool = True, sigma_max: float = 0.3, passes: int = 1,
-        noise: float = 0.0, chains: int = 16, prior_path: str | None = None, sym: bool = False) -> list[dict]:
+        noise: float = 0.0, chains: int = 16, prior_path: str | None = None, sym: bool = False,
+        broyden: int = 0) -> list[dict]:
     """:func:`geoinv.fluids.gauss_newton_diffusion` from the Gauss-Newton estimate on ``n`` validation fields.
 
     ``passes > 1``: re-linearize at the previous ensemble mean and run again. ``noise``: observation noise std
     (physical units; both methods then use it as their misfit scale). ``chains``: posterior samples;
     ``prior_path``: a prior checkpoint instead of the shipped one (e.g. a longer training run); ``sym``: average
-    the denoiser over the benchmark's symmetries of the flow (``GND_SYMMETRIES``).
+    the denoiser over the benchmark's symmetries of the flow (``GND_SYMMETRIES``); ``broyden > 0``: that many
+    secant-updated steps (:func:`geoinv.fluids.broyden_gauss_newton`) from a fresh Jacobian at the estimate first.
     """
     torch.set_num_threads(1)
     from geoinv.bench._navier_stokes import _metrics
-    from geoinv.fluids import GND_SYMMETRIES, gauss_newton_diffusion, multiscale_gauss_newton
+    from geoinv.fluids import (GND_SYMMETRIES, broyden_gauss_newton, gauss_newton_diffusion, linearize,
+                               multiscale_gauss_newton)
     from geoinv.io import load_prior, load_shipped_prior
     from geoinv.operators import kolmogorov_symmetries
     from geoinv.priors import SymmetrizedPrior
@@ -440,10 +445,17 @@ def gnd(n: int = 2, lam: float = 1.0, sample: bool = True, sigma_max: float = 0.
     gauss, op, cases = _cases(n, noise)
     rows = []
     for i, xt, y in cases:
+        t0 = time.perf_counter()
         x = multiscale_gauss_newton(y, op, gauss, progress=False).x
         row = {"field": i, "noise": noise, "lam": lam, "sample": sample, "sigma_max": sigma_max, "chains": chains,
-               "symmetrized": sym,
-               "gn_rel_l2": round(float((x - xt).norm() / xt.norm()), 3), "passes": []}
+               "symmetrized": sym, "gn_rel_l2": round(float((x - xt).norm() / xt.norm()), 3),
+               "s_gn": round(time.perf_counter() - t0), "passes": []}
+        if broyden:
+            t0 = time.perf_counter()
+            lin = broyden_gauss_newton(y, op, linearize(op, gauss, x), iters=broyden, progress=False)
+            x = lin.x_start.reshape(x.shape)
+            row.update(broyden=broyden, broyden_rel_l2=round(float((x - xt).norm() / xt.norm()), 3),
+                       s_broyden=round(time.perf_counter() - t0))
         for _ in range(passes):
             r = gauss_newton_diffusion(y, op, gauss, prior, x, lam=lam, sample=sample, sigma_max=sigma_max,
                                        n_samples=chains, generator=torch.Generator().manual_seed(i), progress=False)
@@ -842,9 +854,9 @@ if __name__ == "__main__":
         its = [int(v) for v in args[1].split(",")] if len(args) > 1 else [2]
         gauss_newton(int(args[0]) if args else 2, its[0] if len(its) == 1 else tuple(its),
                      *[float(v) for v in args[2:4]])
-    elif cmd == "gnd":  # gnd [N] [LAM] [SAMPLE 0/1] [SIGMA_MAX] [PASSES] [NOISE] [CHAINS] [PRIOR or -] [SYM 0/1]
+    elif cmd == "gnd":  # gnd [N] [LAM] [SAMPLE 0/1] [SIGMA_MAX] [PASSES] [NOISE] [CHAINS] [PRIOR or -] [SYM 0/1] [BROYDEN]
         conv = (int, float, lambda v: v != "0", float, int, float, int, lambda v: None if v == "-" else v,
-                lambda v: v != "0")
+                lambda v: v != "0", int)
         gnd(*[c(v) for c, v in zip(conv, args)])
     elif cmd == "floor":  # floor [N] [RESOLUTION] [SIGMAS, comma-separated]
         floor(*[int(v) for v in args[:2]], *([tuple(float(v) for v in args[2].split(","))] if len(args) > 2 else []))

@@ -94,6 +94,7 @@ TASKS = {
     "climate": "_climate",
     "navier-stokes": "_navier_stokes",
     "navier-stokes-10": "_navier_stokes:run_noise_free",
+    "navier-stokes-128": "_navier_stokes:run_fine",
 }
 
 

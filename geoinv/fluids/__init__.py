@@ -21,7 +21,7 @@ Units: priors and operators work on normalized vorticity ``x = w / 10`` (``SCALE
 observations ``y`` are in physical vorticity units.
 """
 
-from geoinv.fluids._assimilate import ASSIMILATION_METHODS, GND_SYMMETRIES, assimilate
+from geoinv.fluids._assimilate import ASSIMILATION_METHODS, GND_SYMMETRIES, MULTI_FIDELITY, assimilate
 from geoinv.fluids._data import SCALE, default_dir, generate, generate_splits, grid_signal, load_fields
 from geoinv.fluids._grf import GRFEnsemble, grf_torus
 from geoinv.fluids._gauss_newton import (DEFAULT_ITERS, DEFAULT_STAGES, GaussNewtonResult, Linearization,
@@ -29,8 +29,8 @@ from geoinv.fluids._gauss_newton import (DEFAULT_ITERS, DEFAULT_STAGES, GaussNew
                                          gauss_newton_diffusion, linearize, lowpass, multiscale_gauss_newton,
                                          stage_misfit_scale)
 
-__all__ = ["assimilate", "ASSIMILATION_METHODS", "GND_SYMMETRIES", "generate", "generate_splits", "load_fields",
-           "grid_signal", "default_dir", "grf_torus", "GRFEnsemble", "SCALE",
+__all__ = ["assimilate", "ASSIMILATION_METHODS", "GND_SYMMETRIES", "MULTI_FIDELITY", "generate", "generate_splits",
+           "load_fields", "grid_signal", "default_dir", "grf_torus", "GRFEnsemble", "SCALE",
            "StationaryGaussian", "multiscale_gauss_newton", "GaussNewtonResult", "fourier_basis", "lowpass",
            "gauss_newton_diffusion", "linearize", "Linearization", "broyden_gauss_newton", "stage_misfit_scale",
            "DEFAULT_STAGES", "DEFAULT_ITERS", "DaskOperator", "EKI"]

@@ -13,7 +13,7 @@ from geoinv.errors import DomainMismatchError, ShapeError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["assimilate", "ASSIMILATION_METHODS", "GND_SYMMETRIES"]
+__all__ = ["assimilate", "ASSIMILATION_METHODS", "GND_SYMMETRIES", "MULTI_FIDELITY"]
 
 ASSIMILATION_METHODS = ("gauss-newton-diffusion", "gauss-newton")
 
@@ -21,6 +21,9 @@ ASSIMILATION_METHODS = ("gauss-newton-diffusion", "gauss-newton")
 #: keywords): the identity, the shift-reflection, the rotation by pi and their product. The x-shifts add nothing
 #: measurable (the U-Net is nearly shift-equivariant) at 4x the cost; docs/fluids.md
 GND_SYMMETRIES = {"x_shifts": (0,), "half_periods": (0, 1)}
+#: defaults of the multi-fidelity path's options (``assimilate(..., refine=, broyden=)``): rounds through the fine
+#: black box, each a fresh Jacobian and that many secant-updated steps (docs/fluids.md: 128 x 128)
+MULTI_FIDELITY = {"refine": 2, "broyden": 8}
 
 
 def assimilate(y: Any, operator, *, prior: Any = "navier-stokes", gauss=None, method: str = "gauss-newton-diffusion",
@@ -121,7 +124,7 @@ def assimilate(y: Any, operator, *, prior: Any = "navier-stokes", gauss=None, me
     both = {"sigma": options.pop("sigma")} if "sigma" in options else {}
     gn_opts = {**both, **{k: options.pop(k) for k in ("iters", "stages") if k in options}}
     gnd_opts = {**both, **{k: options.pop(k) for k in ("sigma_max", "num_steps", "lam", "band") if k in options}}
-    refine, broyden = int(options.pop("refine", 2)), int(options.pop("broyden", 8))
+    refine, broyden = (int(options.pop(k, v)) for k, v in MULTI_FIDELITY.items())
     if options:
         raise TypeError(f"unknown options: {', '.join(options)}")
     sampling = method == "gauss-newton-diffusion"
