@@ -148,3 +148,68 @@ def test_navier_stokes_picture_puts_error_maps_on_one_range(tmp_path, monkeypatc
     assert seen["clim"] == (-4.0, 4.0)
     torch.testing.assert_close(seen["panels"]["DPS sample error"], w0.abs())
     assert torch.allclose(seen["panels"]["G-N + diffusion, mean error"], torch.full((64, 64), 0.1 * SCALE), atol=1e-5)
+
+
+def test_navier_stokes_summary_averages_fields_and_skips_failures():
+    from geoinv.bench._navier_stokes import _summary
+
+    per_field = [{"noise_std": 0.0, "method": "a", "J": 4, "rel_l2": 0.2, "seconds": 10.0},
+                 {"noise_std": 0.0, "method": "a", "J": 4, "rel_l2": 0.4, "seconds": 30.0},
+                 {"noise_std": 0.0, "method": "b", "rel_l2": 0.9},
+                 {"noise_std": 0.0, "method": "a", "J": 4, "failed": "NonFiniteError"},
+                 {"noise_std": 1.0, "method": "a", "J": 4, "rel_l2": 0.7}]
+    rows = _summary(per_field)
+    assert [(r["noise_std"], r["method"]) for r in rows] == [(0.0, "a"), (0.0, "b"), (1.0, "a")]
+    a = rows[0]
+    assert (a["n_fields"], a["failed"], a["J"]) == (3, 1, 4)
+    assert a["rel_l2"] == pytest.approx(0.3) and a["seconds"] == pytest.approx(20.0)
+    assert a["rel_l2_sd"] == pytest.approx(2 ** 0.5 * 0.1)        # sample sd of (0.2, 0.4)
+    assert rows[1]["rel_l2_sd"] == 0.0 and rows[1]["spread"] is None
+
+
+def test_navier_stokes_128_scores_assimilate_on_the_fine_truth(monkeypatch):
+    """The 128 x 128 bench hands assimilate the fine black box's noise-free observation of the truth and scores its
+    samples against that truth: a posterior of truth + known offsets gives the hand-computed errors."""
+    from types import SimpleNamespace
+
+    import geoinv.fluids as fluids
+    from geoinv.bench import _navier_stokes as ns
+    from geoinv.fluids import SCALE
+    from geoinv.fluids._data import SEEDS
+    from geoinv.metrics import band_relative_l2
+
+    k = torch.arange(128, dtype=torch.float64) * 2 * torch.pi / 128
+    w = (3 * torch.sin(2 * k)[:, None] * torch.cos(k)[None, :] + 0.5 * torch.cos(40 * k)[None, :]).float()[None]
+    seen = {}
+
+    def fake_generate(n, resolution, seed, progress=False):
+        seen["generate"] = (n, resolution, seed)
+        return w.repeat(n, 1, 1)
+
+    def fake_assimilate(y, op, *, prior, gauss, n_samples, num_steps, generator, progress, **options):
+        seen.update(y=y, op=op, prior=prior, options=options, n_samples=n_samples)
+        x = (w[0] / SCALE).double().reshape(1, -1, 1)
+        offsets = torch.tensor([0.1, 0.3], dtype=torch.float64).reshape(2, 1, 1)
+        return SimpleNamespace(samples=x + offsets * x, stats={"forward_rounds": 3, "n_forward": 10,
+                                                              "n_forward_surrogate": 20, "nfe": 5, "seconds": 1.0,
+                                                              "gauss_newton_seconds": 0.5})
+
+    monkeypatch.setattr(fluids, "generate", fake_generate)
+    monkeypatch.setattr(fluids, "load_fields", lambda split, res: torch.randn(8, res, res,
+                                                                             generator=torch.Generator().manual_seed(0)))
+    monkeypatch.setattr(fluids, "assimilate", fake_assimilate)
+    res = ns.run_fine(quick=True, progress=False, prior="my-prior", img_dir=None)
+    assert seen["generate"] == (1, 128, SEEDS["test"]) and seen["prior"] == "my-prior"
+    assert seen["op"].n == 128 and tuple(seen["op"].obs_shape) == (64, 64) and seen["op"].noise_std == 0
+    with torch.no_grad():
+        torch.testing.assert_close(seen["y"], seen["op"]((w[0] / SCALE).double().reshape(1, -1, 1)))
+    assert seen["options"] == ns.FINE_QUICK
+    per = {r["method"]: r for r in res["rows"][-1]["per_field"]}
+    gnd = per[ns.FINE_NAME]
+    assert gnd["rel_l2"] == pytest.approx(0.2) and gnd["rel_l2_mean"] == pytest.approx(0.2)
+    assert gnd["spread_skill"] == pytest.approx(0.1 * 2 ** 0.5 / 0.2)    # sample std of the offsets / mean offset
+    assert (gnd["J"], gnd["n_forward_surrogate"], gnd["seconds"]) == (2, 20, 1.0)
+    oracle = float(band_relative_l2(torch.zeros(128, 128), w[0], (0, 32))[1])   # the cos(40 x) part only
+    assert oracle == pytest.approx(0.5 / (3 ** 2 / 2 + 0.5 ** 2) ** 0.5, rel=1e-4)
+    assert per["oracle: the truth's scales k < 32, nothing finer"]["rel_l2"] == pytest.approx(oracle, rel=1e-6)
+    assert "64 x 64 surrogate evals" in res["markdown"] and "refine=0" in res["markdown"]
