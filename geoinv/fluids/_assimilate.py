@@ -124,7 +124,7 @@ def assimilate(y: Any, operator, *, prior: Any = "navier-stokes", gauss=None, me
     both = {"sigma": options.pop("sigma")} if "sigma" in options else {}
     gn_opts = {**both, **{k: options.pop(k) for k in ("iters", "stages") if k in options}}
     gnd_opts = {**both, **{k: options.pop(k) for k in ("sigma_max", "num_steps", "lam", "band") if k in options}}
-    refine, broyden = (int(options.pop(k, v)) for k, v in MULTI_FIDELITY.items())
+    refine, broyden = (int(options.pop(k, MULTI_FIDELITY[k])) for k in ("refine", "broyden"))
     if options:
         raise TypeError(f"unknown options: {', '.join(options)}")
     sampling = method == "gauss-newton-diffusion"
