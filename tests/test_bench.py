@@ -213,3 +213,15 @@ def test_navier_stokes_128_scores_assimilate_on_the_fine_truth(monkeypatch):
     assert oracle == pytest.approx(0.5 / (3 ** 2 / 2 + 0.5 ** 2) ** 0.5, rel=1e-4)
     assert per[ns._oracle_name(32)]["rel_l2"] == pytest.approx(oracle, rel=1e-6)
     assert "64 x 64 surrogate evals" in res["markdown"] and "refine=0" in res["markdown"]
+    assert "is met on every field (1-1 s per field, mean 1 s)" in res["markdown"]
+
+
+def test_navier_stokes_budget_sentence_counts_fields_within_ten_minutes():
+    from geoinv.bench._navier_stokes import _budget_sentence
+
+    rows = [{"method": "m", "seconds": 500.0}, {"method": "m", "seconds": 700.0}, {"method": "m", "failed": "X"},
+            {"method": "other", "seconds": 9000.0}]
+    assert _budget_sentence(rows, "m") == ("The issue's budget of 10 min per field on 2 CPU cores is met on 1 of 2 "
+                                           "fields (500-700 s per field, mean 600 s).")
+    assert "met on every field" in _budget_sentence(rows[:1], "m")
+    assert "not measured" in _budget_sentence(rows[2:3], "m")
