@@ -85,6 +85,17 @@ diffusion sampler (``CHAINS`` chains, default 32, symmetrized prior) linearized 
 and run again from it; per pass the ensemble's errors, the samples' misfits and the rank correlation of misfit and
 error.
 
+``python docs/scripts/ns_diagnostics.py blocks RESOLUTION MEMBERS [T] [BLOCKS] [REPS] [THREADS]``: wall time per
+member of ``NavierStokes2D(RESOLUTION, cfl=0.5).solve`` over ``T`` (default 1) for an ensemble of ``MEMBERS``
+(the first test field plus 10 % noise) integrated in blocks of each size in ``BLOCKS`` (comma-separated; default the
+solver's own and the whole batch at once), best and median of ``REPS`` interleaved repetitions on ``THREADS`` torch
+threads (default 2), and whether every blocking gives the whole batch's solution to the bit.
+
+``python docs/scripts/ns_diagnostics.py gnblocks [BLOCKS] [THREADS]``: wall time of the benchmark's derivative-free
+Gauss-Newton (``geoinv.fluids.multiscale_gauss_newton``, 64 x 64, noise 0) on test field 0 with the solver cut into
+blocks of each size in ``BLOCKS`` (comma-separated; default the solver's own and 10^6, one call per batch) on
+``THREADS`` torch threads (default 2): the end-to-end effect of the blocks where the solver dominates.
+
 ``python docs/scripts/ns_diagnostics.py oracle [N]``: the relative L2 of an estimate that knows every mode the
 observation grid resolves and nothing finer (the truth's share beyond it), at 64 x 64 (``k < 16``) and at 128 x 128
 (the reference problem, ``k < 32``), N fresh fields each.
@@ -696,6 +707,57 @@ def oracle(n: int = 4) -> None:
                           "mean": round(float(fine.mean()), 3)}), flush=True)
 
 
+def blocks(resolution: int, members: int, t: float = 1.0, sizes=None, reps: int = 2, threads: int = 2) -> list[dict]:
+    """Wall time per member of the solver for ``members`` fields in blocks of each of ``sizes`` (the module doc)."""
+    import statistics
+    import time
+
+    from geoinv.fluids import load_fields
+    from geoinv.operators import NavierStokes2D, spectral_resample
+
+    torch.set_num_threads(threads)
+    w = spectral_resample(load_fields("test", 64)[:1].float(), resolution).repeat(members, 1, 1)
+    w = w + 0.1 * w.std() * torch.randn(w.shape, generator=torch.Generator().manual_seed(0))
+    sizes = sizes or (NavierStokes2D(resolution).block, members)
+    solvers = {b: NavierStokes2D(resolution, cfl=0.5, block=b) for b in sizes}
+    times, outs = {b: [] for b in sizes}, {}
+    for _ in range(reps):
+        for b, ns in solvers.items():
+            t0 = time.perf_counter()
+            outs[b] = ns.solve(w, t)
+            times[b].append((time.perf_counter() - t0) / members * 1000)
+    rows = [{"resolution": resolution, "members": members, "t": t, "threads": threads, "block": b,
+             "ms_per_member_best": round(min(v), 1), "ms_per_member_median": round(statistics.median(v), 1),
+             "equal_to_whole_batch": bool(torch.equal(outs[b], outs[sizes[-1]]))} for b, v in times.items()]
+    for r in rows:
+        print(json.dumps(r), flush=True)
+    return rows
+
+
+def gn_blocks(sizes=None, threads: int = 2) -> list[dict]:
+    """Seconds of the benchmark's Gauss-Newton on test field 0 with the solver in blocks of each of ``sizes``."""
+    import time
+
+    from geoinv.bench._navier_stokes import RESOLUTION, make_operator
+    from geoinv.fluids import SCALE, StationaryGaussian, load_fields, multiscale_gauss_newton
+
+    torch.set_num_threads(threads)
+    x = (load_fields("test", RESOLUTION)[:1] / SCALE).reshape(1, -1, 1).double()
+    stationary = StationaryGaussian.fit(load_fields("train", RESOLUTION).double() / SCALE)
+    rows = []
+    for b in sizes or (make_operator().solver.block, 10**6):
+        op = make_operator(0.0)
+        op.solver.block = b
+        y = op.measure(x, torch.Generator().manual_seed(0))
+        t0 = time.perf_counter()
+        gn = multiscale_gauss_newton(y, op, stationary, progress=False)
+        rows.append({"block": b, "threads": threads, "seconds": round(time.perf_counter() - t0, 1),
+                     "n_forward": gn.n_forward, "forward_rounds": gn.forward_rounds,
+                     "rel_l2": round(float((gn.x - x).norm() / x.norm()), 4)})
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
 def symmetry(n: int = 32, sigmas=(0.02, 0.05, 0.1, 0.3, 1.0)) -> list[dict]:
     """Denoising MSE of the shipped prior on ``n`` validation fields, plain and averaged over the flow's symmetries
     (:class:`geoinv.priors.SymmetrizedPrior`: the 4 maps of the benchmark, and with x-shifts 0, 2, 4, 6)."""
@@ -871,6 +933,12 @@ if __name__ == "__main__":
         res128(*[c(v) for c, v in zip((int, int, int, int, str, int), args)])
     elif cmd == "jac128":  # jac128 [N] [DIRECTIONS] [STEP]
         jac128(*[int(v) for v in args[:2]], *[float(v) for v in args[2:3]])
+    elif cmd == "blocks":  # blocks RESOLUTION MEMBERS [T] [BLOCKS] [REPS] [THREADS]
+        sizes = tuple(int(v) for v in args[3].split(",")) if len(args) > 3 else None
+        blocks(int(args[0]), int(args[1]), *[float(v) for v in args[2:3]], sizes,
+               *[int(v) for v in args[4:6]])
+    elif cmd == "gnblocks":  # gnblocks [BLOCKS] [THREADS]
+        gn_blocks(tuple(int(v) for v in args[0].split(",")) if args else None, *[int(v) for v in args[1:2]])
     elif cmd == "oracle":  # oracle [N]
         oracle(*[int(v) for v in args[:1]])
     elif cmd == "symmetry":  # symmetry [N]
