@@ -96,6 +96,10 @@ Gauss-Newton (``geoinv.fluids.multiscale_gauss_newton``, 64 x 64, noise 0) on te
 blocks of each size in ``BLOCKS`` (comma-separated; default the solver's own and 10^6, one call per batch) on
 ``THREADS`` torch threads (default 2): the end-to-end effect of the blocks where the solver dominates.
 
+``python docs/scripts/ns_diagnostics.py steps [RESOLUTION] [N]``: the CFL-adaptive solver's number of steps to
+T = 1 (``cfl = 0.5``) and the RMS vorticity of the first ``N`` test fields (default 5) generated at ``RESOLUTION``
+(default 128) with the test split's seeds, the benchmark's fields: a solve's cost is proportional to its steps.
+
 ``python docs/scripts/ns_diagnostics.py oracle [N]``: the relative L2 of an estimate that knows every mode the
 observation grid resolves and nothing finer (the truth's share beyond it), at 64 x 64 (``k < 16``) and at 128 x 128
 (the reference problem, ``k < 32``), N fresh fields each.
@@ -758,6 +762,22 @@ def gn_blocks(sizes=None, threads: int = 2) -> list[dict]:
     return rows
 
 
+def cfl_steps(resolution: int = 128, n: int = 5) -> list[dict]:
+    """Steps to T = 1 of the CFL-adaptive solver on the first ``n`` test fields at ``resolution`` (the module doc)."""
+    from geoinv.bench._navier_stokes import BENCH_CFL
+    from geoinv.fluids import generate
+    from geoinv.fluids._data import SEEDS
+    from geoinv.operators import NavierStokes2D
+
+    w = generate(n, resolution, SEEDS["test"])
+    _, steps = NavierStokes2D(resolution, cfl=BENCH_CFL).solve(w, 1.0, return_steps=True)
+    rows = [{"resolution": resolution, "field": i, "steps_to_t1": int(s), "rms_vorticity": round(float(r), 2)}
+            for i, (s, r) in enumerate(zip(steps, w.pow(2).mean((1, 2)).sqrt()))]
+    for r in rows:
+        print(json.dumps(r), flush=True)
+    return rows
+
+
 def symmetry(n: int = 32, sigmas=(0.02, 0.05, 0.1, 0.3, 1.0)) -> list[dict]:
     """Denoising MSE of the shipped prior on ``n`` validation fields, plain and averaged over the flow's symmetries
     (:class:`geoinv.priors.SymmetrizedPrior`: the 4 maps of the benchmark, and with x-shifts 0, 2, 4, 6)."""
@@ -939,6 +959,8 @@ if __name__ == "__main__":
                *[int(v) for v in args[4:6]])
     elif cmd == "gnblocks":  # gnblocks [BLOCKS] [THREADS]
         gn_blocks(tuple(int(v) for v in args[0].split(",")) if args else None, *[int(v) for v in args[1:2]])
+    elif cmd == "steps":  # steps [RESOLUTION] [N]
+        cfl_steps(*[int(v) for v in args[:2]])
     elif cmd == "oracle":  # oracle [N]
         oracle(*[int(v) for v in args[:1]])
     elif cmd == "symmetry":  # symmetry [N]
