@@ -21,6 +21,7 @@ from geoinv.errors import CheckpointError
 from geoinv.flows import (
     ConditionalFlow,
     FlowConfig,
+    FlowOptimConfig,
     dsm_bound,
     flow_loss,
     latent_basis,
@@ -443,6 +444,17 @@ def test_save_load_round_trip_bit_exact(tmp_path):
     other = GaussianPrior(0.3 * torch.ones(D, 1), torch.eye(D))
     with pytest.raises(CheckpointError, match="latent basis differs"):
         load_flow(tmp_path / "ring2", prior=other)
+    # float16 network weights: half the bytes, loaded as float32, samples within float16 rounding, basis exact
+    save_flow(flow, tmp_path / "ring16", weights_dtype="float16")
+    half = load_flow(tmp_path / "ring16")
+    for (k, a), (_, b) in zip(flow.state_dict().items(), half.state_dict().items()):
+        assert b.dtype == a.dtype and torch.equal(b, a.half().float() if a.dtype == torch.float32 else a), k
+    assert all(torch.equal(torch.as_tensor(half.basis()[k]), torch.as_tensor(v)) for k, v in flow.basis().items())
+    s16 = half.sample(y.float(), m, 6, generator=torch.Generator().manual_seed(0))
+    assert not torch.equal(s16, s1) and float((s16 - s1).norm() / s1.norm()) < 1e-2
+    assert (tmp_path / "ring16.safetensors").stat().st_size < (tmp_path / "ring.safetensors").stat().st_size
+    with pytest.raises(ValueError, match="weights_dtype must be one of"):
+        FlowOptimConfig(weights_dtype="bfloat16")
     # a format-1 flow (layers on u itself, not on its deviation from the base mean) is refused
     meta = json.loads((tmp_path / "ring.json").read_text())
     (tmp_path / "ring.json").write_text(json.dumps({**meta, "format_version": 1}))

@@ -96,6 +96,48 @@ def test_round_trip_is_bit_exact(tmp_path, name, prior):
         assert torch.equal(prior.denoise(x, 0.3), back.denoise(x, 0.3))
 
 
+def test_float16_weights(tmp_path):
+    """weights_dtype="float16" rounds the network weights only: half their bytes, loaded as float32, the Gaussian
+    base and data statistics exact, the denoiser within float16 rounding of the original."""
+    prior = dict(_priors())["graph-residual-base-input"]
+    st32, _ = save_prior(prior, tmp_path / "p32")
+    st16, js16 = save_prior(prior, tmp_path / "p16", weights_dtype="float16")
+    back = load_prior(tmp_path / "p16")
+    assert json.loads(js16.read_text())["weights_dtype"] == "float16"
+    sd0, sd1 = prior.backbone.state_dict(), back.backbone.state_dict()
+    n_float = 0
+    for k in sd0:
+        assert sd1[k].dtype == sd0[k].dtype, k
+        if sd0[k].dtype == torch.float32:
+            n_float += sd0[k].numel()
+            assert torch.equal(sd1[k], sd0[k].half().float()), k
+        else:
+            assert torch.equal(sd1[k], sd0[k]), k
+    assert st32.stat().st_size - st16.stat().st_size >= 2 * n_float - 4096  # 2 bytes saved per weight
+    for attr in ("mean", "eigvecs", "eigvals"):
+        assert torch.equal(getattr(prior.base, attr), getattr(back.base, attr))
+    assert torch.equal(prior.data_mean, back.data_mean)
+    x = torch.randn(4, *prior.event_shape, dtype=torch.float64)
+    with torch.no_grad():
+        d0, d1 = prior.denoise(x, 0.3), back.denoise(x, 0.3)
+    assert not torch.equal(d0, d1) and float((d0 - d1).norm() / d0.norm()) < 1e-2
+    with pytest.raises(ValueError, match="weights_dtype"):
+        save_prior(prior, tmp_path / "bad", weights_dtype="bfloat16")
+
+
+def test_float16_storage_keeps_out_of_range_tensors_exact(tmp_path):
+    from geoinv.io import read_tensors, write_tensors
+
+    t = {"small": torch.tensor([0.1, -2.5, 1e-3]), "huge": torch.tensor([1.0, 1e5]), "idx": torch.arange(3),
+         "f64": torch.tensor([0.1], dtype=torch.float64)}
+    dtypes, sha = write_tensors(tmp_path / "t.safetensors", t, float16=["small", "huge", "idx", "f64"])
+    back, _ = read_tensors(tmp_path / "t.safetensors", dtypes, sha)
+    assert all(back[k].dtype == t[k].dtype for k in t)
+    assert torch.equal(back["small"], t["small"].half().float()) and not torch.equal(back["small"], t["small"])
+    assert torch.equal(back["huge"], t["huge"]) and torch.equal(back["idx"], t["idx"])
+    assert torch.equal(back["f64"], t["f64"])  # only float32 tensors are rounded
+
+
 def _saved(tmp_path):
     prior = next(iter(_priors()))[1]
     save_prior(prior, tmp_path / "p")

@@ -50,6 +50,8 @@ def test_config_is_typed_and_strict(tmp_path):
         config_from_dict({"name": "x", "data": {"name": "imagenet"}})
     with pytest.raises(ValueError, match="backbone"):
         config_from_dict({"name": "x", "data": {"name": "synthetic"}, "model": {"backbone": "transformer"}})
+    with pytest.raises(ValueError, match="weights_dtype must be one of"):
+        config_from_dict({"name": "x", "data": {"name": "synthetic"}, "train": {"weights_dtype": "int8"}})
 
 
 def test_training_improves_on_the_gaussian(tmp_path):
@@ -62,6 +64,23 @@ def test_training_improves_on_the_gaussian(tmp_path):
     assert (tmp_path / "run" / "tiny.safetensors").exists()
     losses = [h["val_loss"] for h in st["history"] if "val_loss" in h]
     assert losses[-1] < losses[0]
+
+
+def test_weights_dtype_float16_rounds_the_saved_weights(tmp_path):
+    """``train.weights_dtype: float16``: training runs in float32, the saved prior holds its EMA weights rounded."""
+    import dataclasses
+
+    from geoinv.io import load_prior
+
+    cfg = load_config(_cfg(tmp_path, steps=5))
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, weights_dtype="float16"))
+    res = train(cfg, out_dir=tmp_path / "run", progress=False)
+    saved = load_prior(res.path)
+    n = 0
+    for (k, a), (_, b) in zip(res.prior.backbone.state_dict().items(), saved.backbone.state_dict().items()):
+        assert a.dtype == b.dtype and torch.equal(b, a.half().float() if a.dtype == torch.float32 else a), k
+        n += a.dtype == torch.float32 and not torch.equal(a, b)
+    assert n > 0 and saved.train_config["train"]["weights_dtype"] == "float16"
 
 
 def _final_weights(run: Path):

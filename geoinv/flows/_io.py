@@ -42,7 +42,7 @@ def basis_sha256(basis: dict) -> str:
 
 def save_flow(flow: ConditionalFlow, path: str | os.PathLike, *, prior: str | None = None,
               include_basis: bool | None = None, training: dict | None = None,
-              config: dict | None = None) -> tuple[Path, Path]:
+              config: dict | None = None, weights_dtype: str = "float32") -> tuple[Path, Path]:
     """Save a :class:`ConditionalFlow` (atomic writes, weights sha256 in the sidecar).
 
     Parameters
@@ -57,9 +57,13 @@ def save_flow(flow: ConditionalFlow, path: str | os.PathLike, *, prior: str | No
         Store the latent basis in the file (default: only when ``prior`` is not given).
     training, config : dict, optional
         Training statistics / configuration for provenance.
+    weights_dtype : {"float32", "float16"}
+        Storage precision of the network weights (``net.*``); ``"float16"`` halves their bytes
+        and they load as float32. A stored latent basis stays exact.
     """
-    from geoinv.io import atomic_write_json, write_tensors
+    from geoinv.io import atomic_write_json, check_weights_dtype, write_tensors
 
+    check_weights_dtype(weights_dtype)
     st_path, js_path = _paths(path)
     if include_basis is None:
         include_basis = prior is None
@@ -74,14 +78,15 @@ def save_flow(flow: ConditionalFlow, path: str | os.PathLike, *, prior: str | No
         if prior in io.list_shipped_priors():
             prior_sha = io.read_json(Path(str(resources.files("geoinv") / "checkpoints")) / f"{prior}.json").get("sha256")
     meta: dict[str, Any] = {
-        "prior_sha256": prior_sha,
+        "prior_sha256": prior_sha, "weights_dtype": weights_dtype,
         "format": FLOW_FORMAT, "format_version": FLOW_FORMAT_VERSION, "geoinv_version": __version__,
         "name": flow.name, "prior": prior, "fingerprint": flow.fingerprint, "event_shape": list(flow.event_shape),
         "flow": flow.config.to_dict(), "basis_sha256": basis_sha256(basis), "basis_included": bool(include_basis),
         "training": training if training is not None else getattr(flow, "training_stats", {}),
         "train_config": config if config is not None else getattr(flow, "train_config", None),
     }
-    dtypes, sha = write_tensors(st_path, tensors, metadata={"format": FLOW_FORMAT, "name": flow.name})
+    half = [k for k in tensors if k.startswith("net.")] if weights_dtype == "float16" else ()
+    dtypes, sha = write_tensors(st_path, tensors, metadata={"format": FLOW_FORMAT, "name": flow.name}, float16=half)
     meta["tensors"] = {k: {"dtype": dtypes[k], "shape": list(t.shape)} for k, t in tensors.items()}
     meta["sha256"] = sha
     atomic_write_json(js_path, meta)

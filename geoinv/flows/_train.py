@@ -61,8 +61,9 @@ class FlowOptimConfig:
         measurements per step and learning rate (5 % linear warm-up, then cosine to ``lr_final``
         times it) of the student's distillation, before the flow's own steps. A run killed during
         this stage repeats it on resume (its state is saved once, when it ends).
-    seed, val_every, ckpt_every, log_every, val_size, max_minutes, threads :
-        As in :class:`geoinv.training.OptimConfig`.
+    seed, val_every, ckpt_every, log_every, val_size, max_minutes, threads, weights_dtype :
+        As in :class:`geoinv.training.OptimConfig` (``weights_dtype``: storage precision of the
+        saved flow's network weights, :func:`save_flow`).
     """
 
     steps: int = 2000
@@ -91,8 +92,12 @@ class FlowOptimConfig:
     val_size: int = 64
     max_minutes: float | None = None
     threads: int | None = None
+    weights_dtype: str = "float32"
 
     def __post_init__(self):
+        from geoinv.io import check_weights_dtype
+
+        check_weights_dtype(self.weights_dtype)
         if self.schedule not in ("cosine", "constant"):
             raise ValueError("schedule must be 'cosine' or 'constant'")
         if self.steps < 1 or self.batch_size < 1 or self.n_z < 1 or self.n_sigma < 1 or self.distill_batch_size < 1:
@@ -455,5 +460,5 @@ def train_flow(config_path: str | os.PathLike | FlowTrainConfig, *, out_dir: str
                           stats={"data": {"name": cfg.data.name, "n_fit": int(fit_x.shape[0]), "n_val": int(vx.shape[0])},
                                  "threads": torch.get_num_threads()})
     path = out / cfg.name
-    save_flow(ema, path, prior=cfg.prior, training=stats, config=cfg_dict)
+    save_flow(ema, path, prior=cfg.prior, training=stats, config=cfg_dict, weights_dtype=o.weights_dtype)
     return FlowTrainResult(ema, path, stats)

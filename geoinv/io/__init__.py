@@ -12,9 +12,18 @@ from geoinv.io._checkpoint import (
     load_shipped_prior,
     save_prior,
 )
-from geoinv.io._files import atomic_path, atomic_write_bytes, atomic_write_json, read_json, read_tensors, write_tensors
+from geoinv.io._files import (
+    WEIGHTS_DTYPES,
+    atomic_path,
+    atomic_write_bytes,
+    atomic_write_json,
+    check_weights_dtype,
+    read_json,
+    read_tensors,
+    write_tensors,
+)
 
 __all__ = [
     "save_prior", "load_prior", "load_shipped_prior", "list_shipped_priors", "FORMAT", "FORMAT_VERSION",
-    "atomic_path", "atomic_write_bytes", "atomic_write_json", "read_json", "read_tensors", "write_tensors",
+    "WEIGHTS_DTYPES", "check_weights_dtype", "atomic_path", "atomic_write_bytes", "atomic_write_json", "read_json", "read_tensors", "write_tensors",
 ]

@@ -19,7 +19,7 @@ import torch
 
 from geoinv._version import __version__
 from geoinv.errors import CheckpointError
-from geoinv.io._files import atomic_write_json, read_json, read_tensors, write_tensors
+from geoinv.io._files import atomic_write_json, check_weights_dtype, read_json, read_tensors, write_tensors
 
 __all__ = ["save_prior", "load_prior", "load_shipped_prior", "list_shipped_priors", "FORMAT", "FORMAT_VERSION"]
 
@@ -46,7 +46,7 @@ def _gaussian_meta(g) -> dict:
 
 
 def save_prior(prior: Any, path: str | os.PathLike, *, training: dict | None = None,
-               config: dict | None = None) -> tuple[Path, Path]:
+               config: dict | None = None, weights_dtype: str = "float32") -> tuple[Path, Path]:
     """Save a :class:`~geoinv.priors.EDMDenoiser` or :class:`~geoinv.priors.GaussianPrior`.
 
     Parameters
@@ -60,6 +60,9 @@ def save_prior(prior: Any, path: str | os.PathLike, *, training: dict | None = N
         Training statistics (defaults to ``prior.training_stats`` when present).
     config : dict, optional
         The training configuration (stored for provenance; defaults to ``prior.train_config``).
+    weights_dtype : {"float32", "float16"}
+        Storage precision of the network weights (``backbone.*``); ``"float16"`` halves their
+        bytes and they load as float32. The Gaussian base and the data statistics stay exact.
 
     Returns
     -------
@@ -69,8 +72,10 @@ def save_prior(prior: Any, path: str | os.PathLike, *, training: dict | None = N
     from geoinv.priors import GaussianPrior
     from geoinv.priors.edm import EDMDenoiser
 
+    check_weights_dtype(weights_dtype)
     st_path, js_path = _paths(path)
     meta: dict[str, Any] = {
+        "weights_dtype": weights_dtype,
         "format": FORMAT, "format_version": FORMAT_VERSION, "geoinv_version": __version__,
         "name": prior.name, "fingerprint": prior.fingerprint, "event_shape": list(prior.event_shape),
         "training": training if training is not None else getattr(prior, "training_stats", {}),
@@ -92,7 +97,8 @@ def save_prior(prior: Any, path: str | os.PathLike, *, training: dict | None = N
         meta["gaussian"] = _gaussian_meta(prior)
     else:
         raise TypeError(f"save_prior saves EDMDenoiser or GaussianPrior, got {type(prior).__name__}")
-    dtypes, sha = write_tensors(st_path, tensors, metadata={"format": FORMAT, "name": prior.name})
+    half = [k for k in tensors if k.startswith("backbone.")] if weights_dtype == "float16" else ()
+    dtypes, sha = write_tensors(st_path, tensors, metadata={"format": FORMAT, "name": prior.name}, float16=half)
     meta["tensors"] = {k: {"dtype": dtypes[k], "shape": list(t.shape)} for k, t in tensors.items()}
     meta["sha256"] = sha
     atomic_write_json(js_path, meta)

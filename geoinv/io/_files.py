@@ -14,7 +14,7 @@ import torch
 
 from geoinv.errors import CheckpointError
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_json", "write_tensors", "read_tensors", "read_json", "sha256_file"]
+__all__ = ["WEIGHTS_DTYPES", "check_weights_dtype", "atomic_path", "atomic_write_bytes", "atomic_write_json", "write_tensors", "read_tensors", "read_json", "sha256_file"]
 
 
 @contextmanager
@@ -62,8 +62,19 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode())
 
 
-def _pack(tensors: dict[str, torch.Tensor]):
-    """Tensors as stored: float64 tensors exactly representable in float32 are stored as float32."""
+WEIGHTS_DTYPES = ("float32", "float16")
+
+
+def check_weights_dtype(weights_dtype: str) -> str:
+    """Validate a storage precision for network weights (``"float32"`` or ``"float16"``)."""
+    if weights_dtype not in WEIGHTS_DTYPES:
+        raise ValueError(f"weights_dtype must be one of {WEIGHTS_DTYPES}, got {weights_dtype!r}")
+    return weights_dtype
+
+
+def _pack(tensors: dict[str, torch.Tensor], float16: frozenset[str] = frozenset()):
+    """Tensors as stored: float64 tensors exactly representable in float32 are stored as float32;
+    float32 tensors named in ``float16`` are rounded to float16 unless a value lies outside its range."""
     stored, dtypes = {}, {}
     for k, t in tensors.items():
         t = t.detach().cpu().contiguous()
@@ -72,13 +83,28 @@ def _pack(tensors: dict[str, torch.Tensor]):
             f = t.to(torch.float32)
             if torch.equal(f.to(torch.float64), t):
                 t = f
+        elif t.dtype == torch.float32 and k in float16:
+            h = t.to(torch.float16)
+            if bool(torch.isfinite(h).all()) or not bool(torch.isfinite(t).all()):
+                t = h
         stored[k] = t
     return stored, dtypes
 
 
 def write_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor],
-                  metadata: dict[str, str] | None = None) -> tuple[dict[str, str], str]:
+                  metadata: dict[str, str] | None = None, float16=()) -> tuple[dict[str, str], str]:
     """Write tensors to a safetensors file atomically.
+
+    Parameters
+    ----------
+    path : path-like
+    tensors : dict of Tensor
+    metadata : dict of str, optional
+        The safetensors header's metadata.
+    float16 : collection of str
+        Names of float32 tensors to store as float16 (half the bytes, relative rounding error
+        at most ``2**-11``; :func:`read_tensors` returns them as float32). A tensor with a
+        finite value beyond the float16 range (65,504) is kept in float32.
 
     Returns
     -------
@@ -90,7 +116,7 @@ def write_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor],
     """
     from safetensors.torch import save
 
-    stored, dtypes = _pack(tensors)
+    stored, dtypes = _pack(tensors, frozenset(float16))
     data = save(stored, metadata=metadata)
     atomic_write_bytes(path, data)
     return dtypes, hashlib.sha256(data).hexdigest()

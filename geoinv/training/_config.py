@@ -162,6 +162,9 @@ class OptimConfig:
         Stop early after this wall time (the run is then not reproducible step for step).
     threads : int, optional
         ``torch.set_num_threads``.
+    weights_dtype : {"float32", "float16"}
+        Storage precision of the saved prior's network weights (:func:`geoinv.io.save_prior`);
+        training itself always runs in float32.
     """
 
     steps: int = 2000
@@ -182,12 +185,16 @@ class OptimConfig:
     val_size: int = 256
     max_minutes: float | None = None
     threads: int | None = None
+    weights_dtype: str = "float32"
 
     def __post_init__(self):
+        from geoinv.io import check_weights_dtype
+
         if self.schedule not in ("cosine", "constant"):
             raise ValueError("schedule must be 'cosine' or 'constant'")
         if self.steps < 1 or self.batch_size < 1:
             raise ValueError("steps and batch_size must be positive")
+        check_weights_dtype(self.weights_dtype)
 
 
 @dataclass(frozen=True)

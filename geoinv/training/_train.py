@@ -358,7 +358,7 @@ def train(config_path: str | os.PathLike | TrainConfig, *, out_dir: str | os.Pat
     ema_model.training_stats = stats
     ema_model.train_config = cfg_dict
     path = out / cfg.name
-    save_prior(ema_model, path)
+    save_prior(ema_model, path, weights_dtype=o.weights_dtype)
     return TrainResult(ema_model, path, stats)
 
 
