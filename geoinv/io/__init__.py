@@ -25,5 +25,6 @@ from geoinv.io._files import (
 
 __all__ = [
     "save_prior", "load_prior", "load_shipped_prior", "list_shipped_priors", "FORMAT", "FORMAT_VERSION",
-    "WEIGHTS_DTYPES", "check_weights_dtype", "atomic_path", "atomic_write_bytes", "atomic_write_json", "read_json", "read_tensors", "write_tensors",
+    "WEIGHTS_DTYPES", "check_weights_dtype", "atomic_path", "atomic_write_bytes", "atomic_write_json", "read_json",
+    "read_tensors", "write_tensors",
 ]
