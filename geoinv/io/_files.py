@@ -8,13 +8,14 @@ import os
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import torch
 
 from geoinv.errors import CheckpointError
 
-__all__ = ["WEIGHTS_DTYPES", "check_weights_dtype", "atomic_path", "atomic_write_bytes", "atomic_write_json", "write_tensors", "read_tensors", "read_json", "sha256_file"]
+__all__ = ["WEIGHTS_DTYPES", "check_weights_dtype", "atomic_path", "atomic_write_bytes", "atomic_write_json",
+           "write_tensors", "read_tensors", "read_json", "sha256_file"]
 
 
 @contextmanager
@@ -92,7 +93,7 @@ def _pack(tensors: dict[str, torch.Tensor], float16: frozenset[str] = frozenset(
 
 
 def write_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor],
-                  metadata: dict[str, str] | None = None, float16=()) -> tuple[dict[str, str], str]:
+                  metadata: dict[str, str] | None = None, float16: Iterable[str] = ()) -> tuple[dict[str, str], str]:
     """Write tensors to a safetensors file atomically.
 
     Parameters
