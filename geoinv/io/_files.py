@@ -86,7 +86,7 @@ def _pack(tensors: dict[str, torch.Tensor], float16: frozenset[str] = frozenset(
                 t = f
         elif t.dtype == torch.float32 and k in float16:
             h = t.to(torch.float16)
-            if bool(torch.isfinite(h).all()) or not bool(torch.isfinite(t).all()):
+            if torch.equal(torch.isfinite(h), torch.isfinite(t)):  # no finite value overflowed
                 t = h
         stored[k] = t
     return stored, dtypes
