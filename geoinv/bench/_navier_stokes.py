@@ -109,7 +109,7 @@ WARM_NAME = "enkg from Gauss-Newton"
 #: denoiser is averaged over geoinv.fluids.GND_SYMMETRIES of the Kolmogorov flow (geoinv.priors.SymmetrizedPrior).
 #: Validation fields 0-7 of seed 2 (python docs/scripts/ns_diagnostics.py gnd 8), ensemble mean: 0.166 with 16
 #: chains, sigma_max 0.1 and no averaging; 0.157 with sigma_max 0.2, 0.156 with 0.3; 0.152 with the 4 maps; 0.149
-#: with 32 chains as well
+#: with 32 chains as well (the 8,000-step prior; fields 0-3 with the shipped 16,000-step prior: 0.143)
 GND_BUDGET = ({"n_samples": 32, "num_steps": 40}, {"n_samples": 4, "num_steps": 10})
 GND_NAME = "Gauss-Newton + diffusion (linearized)"
 
