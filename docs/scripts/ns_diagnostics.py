@@ -85,6 +85,11 @@ diffusion sampler (``CHAINS`` chains, default 32, symmetrized prior) linearized 
 and run again from it; per pass the ensemble's errors, the samples' misfits and the rank correlation of misfit and
 error.
 
+``python docs/scripts/ns_diagnostics.py refine [N] [SIGMA_MEAN] [SIGMA_SAMPLES] [THREADS]``: whether anything refines
+the benchmark's Gauss-Newton + diffusion posterior through the nonlinear black box, on N validation fields (default
+4) at noise 0: the benchmark's EnKG started from that posterior's mean noised to ``SIGMA_MEAN`` (default 0.1, J =
+64) and from its 32 samples noised to ``SIGMA_SAMPLES`` (default 0.05), and the sampler re-linearized at the mean.
+
 ``python docs/scripts/ns_diagnostics.py blocks RESOLUTION MEMBERS [T] [BLOCKS] [REPS] [THREADS]``: wall time per
 member of ``NavierStokes2D(RESOLUTION, cfl=0.5).solve`` over ``T`` (default 1) for an ensemble of ``MEMBERS``
 (the first test field plus 10 % noise) integrated in blocks of each size in ``BLOCKS`` (comma-separated; default the
@@ -540,6 +545,53 @@ def basin(n: int = 2, noise: float = 1.0, steps: int = 4) -> list[dict]:
     return rows
 
 
+def refine(n: int = 4, sigma_mean: float = 0.1, sigma_samples: float = 0.05, threads: int = 2) -> list[dict]:
+    """Does anything refine the benchmark's Gauss-Newton + diffusion posterior through the *nonlinear* black box?
+
+    On ``n`` validation fields at noise 0, after the benchmark's Gauss-Newton and its diffusion sampler (32 chains,
+    symmetrized prior): the benchmark's EnKG (published update, its budget, the bare prior, forward evaluations of
+    the black box) started from that posterior's mean noised to ``sigma_mean`` (J = 64) and from its 32 samples
+    noised to ``sigma_samples`` (J = 32), and the diffusion sampler again, linearized at that mean (a second pass).
+    """
+    torch.set_num_threads(threads)
+    import dataclasses
+
+    from geoinv.bench._navier_stokes import GND_BUDGET, _metrics, make_methods
+    from geoinv.fluids import gauss_newton_diffusion, multiscale_gauss_newton
+    from geoinv.io import load_shipped_prior
+
+    bare, sym = load_shipped_prior("navier-stokes").eval(), _benchmark_gnd_prior()
+    enkg = make_methods(False)[0][1]
+    gauss, op, cases = _cases(n)
+
+    def summary(res, t0, xt):
+        m = _metrics(res.samples, xt[0])
+        return {"rel_l2_mean": round(m["rel_l2_mean"], 3), "per_sample": round(m["rel_l2"], 3),
+                "spread_skill": round(m["spread_skill"], 2), "seconds": round(time.perf_counter() - t0)}
+
+    rows = []
+    for i, xt, y in cases:
+        gn = multiscale_gauss_newton(y, op, gauss, progress=False).x
+        t0 = time.perf_counter()
+        first = gauss_newton_diffusion(y, op, gauss, sym, gn, generator=torch.Generator().manual_seed(i),
+                                       progress=False, **GND_BUDGET[0])
+        row = {"field": i, "gn_rel_l2": round(float((gn - xt).norm() / xt.norm()), 3), "gnd": summary(first, t0, xt)}
+        for name, start, sigma, j in (("enkg_from_mean", first.mean[None], sigma_mean, 64),
+                                      ("enkg_from_samples", first.samples, sigma_samples, first.samples.shape[0])):
+            t0 = time.perf_counter()
+            res = dataclasses.replace(enkg, sigma_max=sigma)(y, op, bare, n_samples=j, x_start=start,
+                                                              generator=torch.Generator().manual_seed(i),
+                                                              progress=False)
+            row[name] = {"sigma_max": sigma, "J": j, **summary(res, t0, xt)}
+        t0 = time.perf_counter()
+        second = gauss_newton_diffusion(y, op, gauss, sym, first.mean[None], progress=False,
+                                        generator=torch.Generator().manual_seed(i), **GND_BUDGET[0])
+        row["gnd_second_pass"] = summary(second, t0, xt)
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    return rows
+
+
 def hop(n: int = 2, noise: float = 1.0, rounds: int = 2, chains: int = 32) -> list[dict]:
     """Prior-proposed, data-selected linearization points: the benchmark's Gauss-Newton + diffusion sampler
     linearized at the Gauss-Newton estimate, then ``rounds`` times re-linearized at the chain sample that fits the
@@ -947,6 +999,8 @@ if __name__ == "__main__":
         warm(*[c(v) for c, v in zip(conv, args)])
     elif cmd == "basin":  # basin [N] [NOISE] [STEPS]
         basin(*[c(v) for c, v in zip((int, float, int), args)])
+    elif cmd == "refine":  # refine [N] [SIGMA_MEAN] [SIGMA_SAMPLES] [THREADS]
+        refine(*[c(v) for c, v in zip((int, float, float, int), args)])
     elif cmd == "hop":  # hop [N] [NOISE] [ROUNDS] [CHAINS]
         hop(*[c(v) for c, v in zip((int, float, int, int), args)])
     elif cmd == "res128":  # res128 [N] [REFINE] [CHAINS] [BROYDEN] [FIRST] [FRESH]

@@ -92,7 +92,7 @@ def assimilate(y: Any, operator, *, prior: Any = "navier-stokes", gauss=None, me
     :func:`~geoinv.fluids.broyden_gauss_newton`; ``broyden=1`` is a plain Gauss-Newton step); the
     diffusion sampler linearizes the ``n x n`` black box at the result. Samples, mean and std are returned on the
     ``n x n`` grid (interpolated, with no modes at ``|k| >= m / 2``). At 128 x 128 (three fine Jacobians of 1,850
-    solves each) this takes 6-10 min per field on 2 CPU cores; relative L2 of the mean 0.120 on five test fields
+    solves each) this takes 6-11 min per field on 2 CPU cores; relative L2 of the mean 0.117 on five test fields
     (``geoinv bench navier-stokes-128``, docs/benchmarks.md).
 
     Examples
