@@ -595,6 +595,19 @@ def test_assimilate_samples_the_exact_posterior_through_the_gauss_newton_pipelin
     sym = assimilate(y, op, prior=prior, gauss=g, n_samples=3, progress=False, num_steps=5,
                      generator=torch.Generator().manual_seed(0), **gn_kw)
     assert sym.stats["nfe"] == 4 * 3 * 5
+    # two passes: the second linearized at the first pass's mean, the generator carried on; costs add up
+    two = assimilate(y, op, prior=prior, gauss=g, n_samples=500, symmetries=False, progress=False, passes=2,
+                     generator=torch.Generator().manual_seed(0), **kw, **gn_kw)
+    gen = torch.Generator().manual_seed(0)
+    first = gauss_newton_diffusion(y, op, g, prior, gn.x, n_samples=500, progress=False, generator=gen, **kw)
+    second = gauss_newton_diffusion(y, op, g, prior, first.mean[None], n_samples=500, progress=False, generator=gen,
+                                    **kw)
+    assert torch.equal(two.samples, second.samples) and not torch.equal(second.samples, first.samples)
+    assert two.stats["n_forward"] == gn.n_forward + first.n_forward + second.n_forward
+    assert two.stats["nfe"] == 2 * 500 * 40 and two.stats["forward_rounds"] == gn.forward_rounds + 2
+    # a linear black box has the same linearization everywhere: the second pass samples the same posterior
+    z2 = ((two.mean.values.double().reshape(-1) - post_mean) / post_sd)[ok]
+    assert float(z2.pow(2).mean().sqrt()) < 0.25
 
 
 def test_assimilate_input_errors():
@@ -612,6 +625,8 @@ def test_assimilate_input_errors():
         assimilate(bad, op, prior=prior, gauss=g, progress=False)
     with pytest.raises(DomainMismatchError, match="trained on domain"):   # the shipped 64 x 64 prior, an 8 x 8 grid
         assimilate(y, op, prior="navier-stokes", gauss=g, progress=False)
+    with pytest.raises(ValueError, match="passes must be an int >= 1"):
+        assimilate(y, op, prior=prior, gauss=g, passes=0, progress=False)
     with pytest.raises(TypeError, match="unknown options: chains"):
         assimilate(y, op, prior=prior, gauss=g, chains=4, progress=False)
     with pytest.raises(ShapeError, match="obs_shape"):
