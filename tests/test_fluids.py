@@ -136,6 +136,36 @@ def test_observation_operator_units_layout_and_flags():
         op(torch.zeros(1, 100, 1))
 
 
+def test_departure_points_of_a_decaying_shear_flow_are_exact():
+    # w = a sin(y) (unforced): psi = a sin(y), u = a cos(y) e^{-nu t}, v = 0, so a parcel at (y, x) at T started at
+    # (y, x - a cos(y) (1 - e^{-nu T}) / nu); rows are y, columns x
+    ns = NavierStokes2D(32, forcing=None, dtype=torch.float64)
+    a, t_final = 1.5, 1.0
+    y = torch.arange(32, dtype=torch.float64) * ns.h
+    w0 = (a * torch.sin(y))[:, None].expand(32, 32).clone()
+    g = torch.Generator().manual_seed(0)
+    pts = torch.stack([y[torch.randint(0, 32, (20,), generator=g)], 2 * math.pi * torch.rand(20, generator=g,
+                                                                                          dtype=torch.float64)], 1)
+    dep = ns.departure_points(w0, pts, t_final, substeps=20)
+    shift = a * torch.cos(pts[:, 0]) * (1 - math.exp(-ns.nu * t_final)) / ns.nu
+    want = torch.stack([pts[:, 0], (pts[:, 1] - shift) % (2 * math.pi)], 1)
+    d = (dep - want).abs()
+    assert float(torch.minimum(d, 2 * math.pi - d).max()) < 1e-3 * float(shift.abs().max())
+    # at rest a parcel stays where it is; a Lagrangian localization moves the observed points, not the unknowns
+    assert torch.allclose(ns.departure_points(torch.zeros(32, 32, dtype=torch.float64), pts), pts % (2 * math.pi))
+    op = NavierStokesObservation(32, solver=ns)
+    lag, eul = op.localization(1.0, flow=w0 / op.scale), op.localization(1.0)
+    assert torch.equal(lag.x_points, eul.x_points) and not torch.allclose(lag.y_points, eul.y_points)
+    i = torch.arange(16) * 2   # observed rows: their departure points keep y and move along x by the exact shift
+    sy = a * torch.cos(i * ns.h) * (1 - math.exp(-ns.nu)) / ns.nu
+    dx = (eul.y_points[:, 1] - lag.y_points[:, 1]).reshape(16, 16) - sy[:, None].double()
+    assert float(torch.remainder(dx + math.pi, 2 * math.pi).sub(math.pi).abs().max()) < 1e-3
+    with pytest.raises(ShapeError):
+        op.localization(1.0, flow=torch.zeros(100))
+    with pytest.raises(ShapeError):
+        ns.departure_points(w0, pts[:, :1])
+
+
 def test_differentiable_variant_gradient_matches_finite_differences():
     solver = NavierStokes2D(16, dtype=torch.float64)
     op = NavierStokesObservation(16, t_final=0.2, solver=solver, differentiable=True)

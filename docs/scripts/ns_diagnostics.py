@@ -58,7 +58,8 @@ scales (e.g. ``1,2``: the benchmark's noise levels).
 Gaussian's MAP leaves. ``SCALE``: guidance scale of the published update (2); ``UPDATE`` ``published`` (default) or
 ``kalman`` (inflation ``INFLATION``, default 100, with covariance localization of radius ``RADIUS`` when > 0);
 ``LINEARIZED`` 1: EnKG on the black box linearized at the estimate (the forward model of ``gnd``); ``ODE``: EnKG's
-``max_ode_steps`` (2; 1 = Tweedie).
+``max_ode_steps`` (2; 1 = Tweedie); ``LAGRANGIAN`` 1 (after a placeholder for the Gauss-Newton's ``ITERS``, e.g.
+``-``): localization at the observations' departure points in the flow of the estimate.
 
 ``python docs/scripts/ns_diagnostics.py gnd [N] [LAM] [SAMPLE] [SIGMA_MAX] [PASSES] [NOISE] [CHAINS] [PRIOR] [SYM]
 [BROYDEN]``:
@@ -360,7 +361,7 @@ def gauss_newton(n: int = 2, iters=2, fd_step: float = 0.1, sigma: float = 0.05)
 
 def warm(n: int = 2, sigma_max: float = 0.1, j: int = 64, steps: int = 24, scale: float = 2.0,
          update: str = "published", radius: float = 0.0, linearized: bool = False, inflation: float = 100.0,
-         ode_steps: int = 2, iters=None) -> list[dict]:
+         ode_steps: int = 2, iters=None, lagrangian: bool = False) -> list[dict]:
     """EnKG warm-started (``x_start``) from :func:`geoinv.fluids.multiscale_gauss_newton` at ``sigma_max``, noise 0.
 
     ``update="kalman"``: the Kalman option (``inflation``, default 100 = ``SCALE**2``, stochastic steps,
@@ -377,21 +378,21 @@ def warm(n: int = 2, sigma_max: float = 0.1, j: int = 64, steps: int = 24, scale
 
     prior = load_shipped_prior("navier-stokes").eval()
     gauss, op, cases = _cases(n)
-    kw = (dict(update="kalman", guidance_scale=1.0, inflation=inflation, stochastic=True,
-               localization=op.localization(radius) if radius else None) if update == "kalman"
-          else dict(guidance_scale=scale))
-    sampler = EnKG(num_steps=steps, num_updates=1, max_ode_steps=ode_steps, sigma_max=sigma_max, **kw)
     rows = []
     for i, xt, y in cases:
         gn = multiscale_gauss_newton(y, op, gauss, iters=iters, progress=False)
+        kw = (dict(update="kalman", guidance_scale=1.0, inflation=inflation, stochastic=True,
+                   localization=op.localization(radius, flow=gn.x if lagrangian else None) if radius else None)
+              if update == "kalman" else dict(guidance_scale=scale))
+        sampler = EnKG(num_steps=steps, num_updates=1, max_ode_steps=ode_steps, sigma_max=sigma_max, **kw)
         t0 = time.perf_counter()
         model = linearize(op, gauss, gn.x) if linearized else op
         res = sampler(y, model, prior, n_samples=j, generator=torch.Generator().manual_seed(i), x_start=gn.x)
         with torch.no_grad():
             mis = float((op(res.mean.reshape(xt.shape)) - y).norm() / y.norm())
         row = {"field": i, "sigma_max": sigma_max, "J": j, "steps": steps, "guidance_scale": scale, "update": update,
-               "radius": radius, "linearized": linearized, "inflation": inflation if update == "kalman" else None,
-               "ode_steps": ode_steps,
+               "radius": radius, "lagrangian": lagrangian, "linearized": linearized,
+               "inflation": inflation if update == "kalman" else None, "ode_steps": ode_steps,
                "gn_rel_l2": round(float((gn.x - xt).norm() / xt.norm()), 3),
                **{a: round(b, 3) for a, b in _metrics(res.samples, xt[0]).items()}, "rel_misfit": round(mis, 4),
                "seconds": round(time.perf_counter() - t0)}
@@ -995,7 +996,9 @@ if __name__ == "__main__":
     elif cmd == "floor":  # floor [N] [RESOLUTION] [SIGMAS, comma-separated]
         floor(*[int(v) for v in args[:2]], *([tuple(float(v) for v in args[2].split(","))] if len(args) > 2 else []))
     elif cmd == "warm":  # warm [N] [SIGMA_MAX] [J] [STEPS] [SCALE] [UPDATE] [RADIUS] [LINEARIZED 0/1] [INFLATION] [ODE]
-        conv = (int, float, int, int, float, str, float, lambda v: v != "0", float, int)
+        #                      [-] [LAGRANGIAN 0/1]
+        conv = (int, float, int, int, float, str, float, lambda v: v != "0", float, int, lambda v: None,
+                lambda v: v != "0")
         warm(*[c(v) for c, v in zip(conv, args)])
     elif cmd == "basin":  # basin [N] [NOISE] [STEPS]
         basin(*[c(v) for c, v in zip((int, float, int), args)])

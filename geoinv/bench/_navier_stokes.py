@@ -104,6 +104,13 @@ GN_NAME = "Gauss-Newton (derivative-free)"
 #: 0.189 / 0.178 / 0.185 from 0.162 and 0.196) and its name; EnKG's budget otherwise
 WARM_SIGMA = 0.1
 WARM_NAME = "enkg from Gauss-Newton"
+#: the same start and budget with EnKG's Kalman update (ancestral steps, guidance scale 1, inflation 100 = SCALE**2)
+#: and Lagrangian localization (Gaspari-Cohn radius 1.5, each observation at its departure point in the flow of the
+#: Gauss-Newton estimate: NavierStokesObservation.localization(radius, flow=...)). Validation fields 0-2 of seed 2
+#: (python docs/scripts/ns_diagnostics.py warm 3 0.1 64 24 2 kalman 1.5 0 100 2 - 1): 0.266 / 0.282 / 0.121 against
+#: 0.271 / 0.286 / 0.142 unlocalized
+WARM_LOC = {"radius": 1.5, "inflation": 100.0}
+WARM_LOC_NAME = "enkg from Gauss-Newton, Kalman + Lagrangian localization"
 #: diffusion posterior sampling in the Gauss-Newton linearization (geoinv.fluids.gauss_newton_diffusion), from the
 #: Gauss-Newton estimate: chains and steps (full, quick); sigma_max and lam = 1 are the function's defaults. The
 #: denoiser is averaged over geoinv.fluids.GND_SYMMETRIES of the Kolmogorov flow (geoinv.priors.SymmetrizedPrior).
@@ -275,13 +282,19 @@ def run(*, quick: bool = False, n_test: int | None = None, seed: int = 0, progre
                                       "forward_rounds": res.forward_rounds + res2.forward_rounds})
                     log.info("noise %g field %d %s: rel L2 %.3f (mean %.3f) in %.0f s", noise_std, i, GND2_NAME,
                              per_field[-1]["rel_l2"], per_field[-1]["rel_l2_mean"], res2.seconds)
-            for name, sampler, j, grad, kind in methods + (warm if "gn" in estimates else []):
+            warm_here = []
+            if "gn" in estimates:
+                loc = op.localization(WARM_LOC["radius"], flow=estimates["gn"])
+                warm_here = warm + [(WARM_LOC_NAME, dataclasses.replace(
+                    warm[0][1], update="kalman", stochastic=True, guidance_scale=1.0, inflation=WARM_LOC["inflation"],
+                    localization=loc), *warm[0][2:])]
+            for name, sampler, j, grad, kind in methods + warm_here:
                 g = torch.Generator().manual_seed(seed * 7919 + i)
                 t0 = time.perf_counter()
                 try:
                     res = sampler(y, op_grad if grad else op, grf if kind == "grf" else prior, n_samples=j,
                                   generator=g, progress=progress,
-                                  x_start=estimates["gn"] if name == WARM_NAME else None)
+                                  x_start=estimates["gn"] if name in (WARM_NAME, WARM_LOC_NAME) else None)
                 except (ArithmeticError, ValueError, RuntimeError) as exc:  # NonFiniteError: the solver blew up
                     log.warning("noise %g field %d %s failed: %s", noise_std, i, name, exc)
                     per_field.append({**base, "method": name, "J": j, "failed": str(exc)[:200],
@@ -321,6 +334,10 @@ def run(*, quick: bool = False, n_test: int | None = None, seed: int = 0, progre
         f"diffusion prior. `{WARM_NAME}`: EnKG with the budget of the `enkg` row started at the Gauss-Newton estimate "
         f"noised to `sigma_max = {WARM_SIGMA}` (`x_start`, SDEdit) instead of pure noise at {SIGMA_MAX:g}: the "
         f"diffusion prior refines the Gaussian MAP; its cost column does not include the Gauss-Newton's. "
+        f"`{WARM_LOC_NAME}`: the same start and budget with EnKG's Kalman update (ancestral steps, guidance scale 1, "
+        f"inflation {WARM_LOC['inflation']:g}) and covariance localization of radius {WARM_LOC['radius']:g} with each "
+        f"observation placed at its departure point in the flow of the Gauss-Newton estimate "
+        f"(`NavierStokesObservation.localization(radius, flow=estimate)`). "
         f"`{GND_NAME}`: `geoinv.fluids.gauss_newton_diffusion` from the Gauss-Newton estimate, "
         f"{GND_BUDGET[1 if quick else 0]['n_samples']} chains of {GND_BUDGET[1 if quick else 0]['num_steps']} steps "
         f"from the estimate noised to `sigma_max = {gnd_sigma_max}` "

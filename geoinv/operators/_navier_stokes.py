@@ -300,6 +300,59 @@ class NavierStokes2D:
         dt = self.cfl * h / speed.clamp_min(1e-12)
         return dt.clamp(max=min(self.cfl * h * h / self.nu, self.dt_max))
 
+    def departure_points(self, w0: torch.Tensor, points: torch.Tensor, t_final: float = 1.0, *,
+                         substeps: int = 40) -> torch.Tensor:
+        r"""Where the fluid parcels found at ``points`` at ``t_final`` were at ``t = 0``, in the flow of ``w0``.
+
+        The vorticity is solved forward and stored at ``substeps`` equal intervals; the parcels are then traced
+        back with the midpoint rule, the velocity interpolated bilinearly on the periodic grid (and linearly
+        in time between stored fields).
+
+        Parameters
+        ----------
+        w0 : Tensor, shape (N, N)
+            Initial vorticity (physical units).
+        points : Tensor, shape (P, 2)
+            ``(y, x)`` coordinates on :math:`[0, 2\pi)^2` (row ``i`` is ``y = i h``).
+        t_final : float
+        substeps : int
+
+        Returns
+        -------
+        Tensor, shape (P, 2), float64
+            The departure points, wrapped to :math:`[0, 2\pi)^2`.
+        """
+        if w0.shape != (self.n, self.n):
+            raise ShapeError(f"w0 must have shape ({self.n}, {self.n}), got {tuple(w0.shape)}")
+        if points.dim() != 2 or points.shape[1] != 2:
+            raise ShapeError(f"points must have shape (P, 2) of (y, x) coordinates, got {tuple(points.shape)}")
+        if substeps < 1:
+            raise ValueError(f"substeps must be >= 1, got {substeps}")
+        length, dt = 2 * math.pi, float(t_final) / substeps
+        ws = [w0.detach()]
+        for _ in range(substeps):
+            ws.append(self.solve(ws[-1], dt))
+        vel = []
+        for w in ws:   # (v, u): the velocity along rows (y) and along columns (x)
+            u, v = self.velocity(torch.fft.rfft2(w.to(torch.float64))[None])
+            vel.append(torch.stack([v[0], u[0]]))
+
+        def at(field, p):   # bilinear on the periodic grid: field (2, N, N), p (P, 2) -> (P, 2)
+            g = p / self.h
+            i0 = torch.floor(g)
+            t = g - i0
+            a, b = i0.long().remainder(self.n).unbind(1)
+            a1, b1 = (a + 1) % self.n, (b + 1) % self.n
+            ty, tx = t[:, 0], t[:, 1]
+            return ((field[:, a, b] * (1 - ty) * (1 - tx) + field[:, a1, b] * ty * (1 - tx)
+                     + field[:, a, b1] * (1 - ty) * tx + field[:, a1, b1] * ty * tx)).T
+
+        p = points.detach().to(torch.float64).remainder(length)
+        for s in range(substeps, 0, -1):
+            mid = p - 0.5 * dt * at(vel[s], p)
+            p = (p - dt * at(0.5 * (vel[s] + vel[s - 1]), mid)).remainder(length)
+        return p
+
     # -- time stepping ---------------------------------------------------------------------------
     def solve(self, w0: torch.Tensor, t_final: float = 1.0, *, dt: float | None = None,
               return_steps: bool = False):
@@ -464,11 +517,30 @@ class NavierStokesObservation(Operator):
                                        scale=self.scale, differentiable=self.differentiable,
                                        solver=self.solver.at_resolution(m))
 
-    def localization(self, radius: float):
-        """A :class:`~geoinv.samplers.Localization` for EnKG: the unknown's grid and the observed points on the torus."""
+    def localization(self, radius: float, flow: torch.Tensor | None = None):
+        """A :class:`~geoinv.samplers.Localization` for EnKG: the unknown's grid and the observed points on the torus.
+
+        Parameters
+        ----------
+        radius : float
+            Gaspari-Cohn length (at most ``pi / 2``).
+        flow : Tensor, shape (N*N,) or (1, N*N, 1), optional
+            A normalized estimate of ``x``. Given, each observation is placed at its **departure point**
+            (:meth:`NavierStokes2D.departure_points` in the flow of ``scale * flow``) instead of where it is
+            observed: after ``t_final`` an observed value depends mostly on the vorticity upstream, where its parcel
+            started (Lagrangian localization).
+        """
         from geoinv.samplers import Localization
 
-        return Localization.torus_grid(self.n, self.stride, radius)
+        loc = Localization.torus_grid(self.n, self.stride, radius)
+        if flow is None:
+            return loc
+        if flow.numel() != self.n * self.n:
+            raise ShapeError(f"flow must hold {self.n * self.n} values (a normalized {self.n}x{self.n} field), got "
+                             f"{tuple(flow.shape)}")
+        dep = self.solver.departure_points(self.scale * flow.detach().reshape(self.n, self.n), loc.y_points,
+                                           self.t_final)
+        return Localization(loc.x_points, dep, radius, period=loc.period)
 
     def observe(self, w: torch.Tensor) -> torch.Tensor:
         """Sub-sample a physical field ``w`` (B, N, N) to the layout of ``y``: (B, M, 1)."""
