@@ -110,6 +110,11 @@ T = 1 (``cfl = 0.5``) and the RMS vorticity of the first ``N`` test fields (defa
 observation grid resolves and nothing finer (the truth's share beyond it), at 64 x 64 (``k < 16``) and at 128 x 128
 (the reference problem, ``k < 32``), N fresh fields each.
 
+``python docs/scripts/ns_diagnostics.py upstream [POINTS] [FIELD]``: where an observed value at T = 1 gets its
+sensitivity to ``w0`` (autograd through the solver, ``POINTS`` random observed points of validation field ``FIELD``): its
+peak and the share of the squared gradient within distance 1 of the observed point, and within 0.5 / 1 / 2 of the
+departure point (``NavierStokes2D.departure_points`` in the true flow); the case for Lagrangian localization.
+
 ``python docs/scripts/ns_diagnostics.py symmetry [N]``: denoising MSE of the shipped prior on N validation fields,
 plain and averaged over the Kolmogorov flow's symmetries (``geoinv.priors.SymmetrizedPrior``).
 
@@ -749,6 +754,40 @@ def jac128(n: int = 2, directions: int = 12, step: float = 0.01) -> list[dict]:
     return rows
 
 
+def upstream(points: int = 12, field: int = 0) -> list[dict]:
+    """Share of an observed value's squared sensitivity to ``w0`` near the observed point and near its departure point."""
+    torch.set_num_threads(1)
+    from geoinv.bench._navier_stokes import make_operator
+
+    op = make_operator(differentiable=True)
+    ns, n, length = op.solver, op.n, 2 * math.pi
+    w0 = validation_fields(field + 1)[field].double()
+    w = w0.clone().requires_grad_(True)
+    wt = ns.solve(w, op.t_final)
+    i, j = torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")
+    grid = torch.stack([i, j], -1).double() * ns.h
+
+    def dist(a, b):
+        d = (a - b).abs()
+        return torch.minimum(d, length - d).pow(2).sum(-1).sqrt()
+
+    rows = []
+    for a, b in torch.randint(0, n // op.stride, (points, 2), generator=torch.Generator().manual_seed(field)).tolist():
+        g, = torch.autograd.grad(wt[op.stride * a, op.stride * b], w, retain_graph=True)
+        p = torch.tensor([[op.stride * a, op.stride * b]], dtype=torch.float64) * ns.h
+        dep = ns.departure_points(w0, p, op.t_final)[0]
+        m = g.pow(2) / g.pow(2).sum()
+        d_obs, d_dep = dist(grid, p[0]), dist(grid, dep)
+        peak = grid.reshape(-1, 2)[m.flatten().argmax()]
+        row = {"observed": [round(v, 2) for v in p[0].tolist()], "departure": [round(v, 2) for v in dep.tolist()],
+               "peak": [round(v, 2) for v in peak.tolist()], "observed-departure": round(float(dist(p[0], dep)), 2),
+               "peak-departure": round(float(dist(peak, dep)), 2), "share <1 of observed": round(float(m[d_obs < 1].sum()), 3),
+               **{f"share <{r:g} of departure": round(float(m[d_dep < r].sum()), 3) for r in (0.5, 1, 2)}}
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    return rows
+
+
 def oracle(n: int = 4) -> None:
     """The error of an estimate that knows every mode the observation grid resolves and nothing finer, i.e. the
     truth's share beyond it (relative L2): at 64 x 64 (32 x 32 observed: k < 16) and at 128 x 128 (the reference
@@ -1018,6 +1057,8 @@ if __name__ == "__main__":
         gn_blocks(tuple(int(v) for v in args[0].split(",")) if args else None, *[int(v) for v in args[1:2]])
     elif cmd == "steps":  # steps [RESOLUTION] [N]
         cfl_steps(*[int(v) for v in args[:2]])
+    elif cmd == "upstream":  # upstream [POINTS] [FIELD]
+        upstream(*[int(v) for v in args[:2]])
     elif cmd == "oracle":  # oracle [N]
         oracle(*[int(v) for v in args[:1]])
     elif cmd == "symmetry":  # symmetry [N]

@@ -91,7 +91,9 @@ class EnKG(Sampler):
         **not in the paper**): each observation corrects only the unknowns within twice the
         taper radius, so a small ensemble is not confined to its own ``J - 1`` directions.
         On the Navier-Stokes problem at short horizons it is the difference between no skill
-        and a usable estimate at ``J = 32`` (docs/fluids.md).
+        and a usable estimate at ``J = 32``; at ``T = 1`` the taper must sit at each observation's
+        departure point (``NavierStokesObservation.localization(radius, flow=estimate)``), where
+        an Eulerian one cuts information (docs/fluids.md).
     stochastic : bool
         Replace the outer Euler probability-flow step by the ancestral (DDPM-posterior) step
         :func:`~geoinv.samplers.ancestral_step` (**not in the paper**). The deterministic
